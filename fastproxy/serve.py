@@ -1,0 +1,99 @@
+"""``fastproxy serve``: run the proxy alone, in the foreground."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+
+from fastproxy import runtime_api as api
+from fastproxy.config import ConfigError, ProxyConfig, resolve
+from fastproxy.listener import bind_listener, bound_port
+
+DEFAULT_DRAIN_TIMEOUT_S = 2.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastproxy serve",
+        description="Run the Runtime API proxy in the foreground.",
+    )
+    parser.add_argument(
+        "--port",
+        type=int,
+        default=None,
+        help=f"listening port (default: ${api.ENV_PORT}, else ${api.ENV_LRAP_PORT}, else "
+        f"{api.DEFAULT_PORT}; 0 picks a free port)",
+    )
+    parser.add_argument(
+        "--upstream",
+        default=None,
+        metavar="HOST:PORT",
+        help=f"the Runtime API to forward to (default: ${api.ENV_UPSTREAM}, else "
+        f"${api.ENV_LRAP_UPSTREAM}, else ${api.ENV_RUNTIME_API})",
+    )
+    parser.add_argument(
+        "--host",
+        default=None,
+        help="loopback address to listen on (default 127.0.0.1; non-loopback is refused)",
+    )
+    parser.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=DEFAULT_DRAIN_TIMEOUT_S,
+        help="seconds to let in-flight exchanges finish on SIGTERM/SIGINT (default 2)",
+    )
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve(host=args.host, port=args.port, upstream=args.upstream, env=os.environ)
+    except ConfigError as exc:
+        print(f"fastproxy: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        sock = bind_listener(config.listen)
+    except OSError as exc:
+        print(
+            f"fastproxy: error: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
+    return run(config, sock, drain_timeout=args.drain_timeout)
+
+
+def run(config: ProxyConfig, sock: object, *, drain_timeout: float) -> int:
+    import asyncio
+    import logging
+    import socket as socket_module
+
+    from fastproxy.server import ProxyServer, new_event_loop
+
+    assert isinstance(sock, socket_module.socket)
+    logging.basicConfig(level=logging.WARNING, format="fastproxy: %(levelname)s %(message)s")
+    port = bound_port(sock)
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    server = ProxyServer(config, sock)
+    stop = asyncio.Event()
+
+    async def serve() -> None:
+        await server.start()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        host = config.listen.host
+        shown = f"[{host}]" if ":" in host else host
+        print(
+            f"fastproxy: listening on http://{shown}:{port}, upstream {config.upstream}",
+            flush=True,
+        )
+        await stop.wait()
+        await server.shutdown(drain_timeout)
+
+    try:
+        loop.run_until_complete(serve())
+    finally:
+        loop.close()
+    return 0

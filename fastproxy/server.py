@@ -1,0 +1,507 @@
+"""The downstream side: one h11 server connection per runtime connection, and the server.
+
+Theory of operation. A ``DownstreamConnection`` parses the runtime's requests with h11 and
+pairs each request with one upstream connection for the time of that exchange (taken from
+the pool, or opened). Every h11 event is handed on as soon as it is parsed: the request head,
+each body piece, the end of the body (with its trailers); the upstream hands the response
+back the same way. Nothing is buffered beyond one socket read, bodies are opaque bytes,
+and the writes produced by one read are flushed with a single ``writelines``.
+
+Flow control. When the upstream socket's write buffer passes its high-water mark, the
+downstream transport stops reading, and the other way round; h11's ``PAUSED`` (a pipelined
+request arriving before the current response is done) also stops reading.
+
+Failure policy. A request that cannot be forwarded is answered by the proxy with a JSON
+error shaped like the Runtime API's; once a response has started, a failure aborts the
+connection instead, so a truncated body is never presented as a complete one. A runtime that
+goes away mid-exchange makes the proxy abort the upstream connection, so the Runtime API sees
+a truncated request rather than a completed one. No read timeouts anywhere: ``/next`` may
+wait for hours while the sandbox is frozen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from typing import Any, cast
+
+from fastproxy import errors
+from fastproxy._h11 import h11
+from fastproxy.config import ProxyConfig
+from fastproxy.headers import REQUEST_DROP, RESPONSE_DROP, count, end_to_end
+from fastproxy.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection, UpstreamPool
+
+log = logging.getLogger("fastproxy")
+
+_Data = h11.Data
+_Request = h11.Request
+_Response = h11.Response
+_EndOfMessage = h11.EndOfMessage
+_NEED_DATA = h11.NEED_DATA
+_PAUSED = h11.PAUSED
+_DONE = h11.DONE
+_CAN_ANSWER = (h11.IDLE, h11.SEND_RESPONSE)
+
+# Reasons to stop reading from the runtime; reading resumes when none is left.
+_PIPELINED = 1  # h11 holds a pipelined request until the current response is done
+_CONNECTING = 2  # the upstream connection is being opened
+_UPSTREAM_FULL = 4  # the upstream socket's write buffer is above its high-water mark
+
+
+class DownstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_out",
+        "active",
+        "closed",
+        "conn",
+        "long_poll",
+        "pause_reasons",
+        "pending",
+        "request_done",
+        "response_started",
+        "server",
+        "transport",
+        "upstream",
+        "write_paused",
+    )
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.conn = h11.Connection(
+            h11.SERVER, max_incomplete_event_size=server.config.max_head_bytes
+        )
+        self.transport: asyncio.Transport | None = None
+        self.upstream: UpstreamConnection | None = None
+        # Events that arrive while the upstream connection is being opened.
+        self.pending: list[h11.Request | h11.Data | h11.EndOfMessage] | None = None
+        self._out: list[bytes] = []
+        self.active = False  # an exchange is in progress
+        self.request_done = False
+        self.response_started = False
+        self.long_poll = False
+        self.closed = False
+        self.pause_reasons = 0
+        self.write_paused = False
+
+    # -- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.conn.receive_data(data)
+        self._process()
+
+    def eof_received(self) -> bool:
+        # A half-close after a complete request means "no more requests", not "abort":
+        # keep the transport open so the response can still be written.
+        self.conn.receive_data(b"")
+        self._process()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.server.connections.discard(self)
+        up = self.upstream
+        if up is not None:
+            # The runtime is gone mid-exchange: truncate the upstream message rather than
+            # let the Runtime API see a complete one.
+            self.upstream = None
+            up.abort()
+        if self.active:
+            self._exchange_over()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.upstream is not None:
+            self.upstream.set_reading(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.upstream is not None:
+            self.upstream.set_reading(True)
+
+    # -- request path ------------------------------------------------------------------
+
+    def _process(self) -> None:
+        conn = self.conn
+        try:
+            while True:
+                event = conn.next_event()
+                kind = type(event)
+                if kind is _Data:
+                    self._to_upstream(event)  # type: ignore[arg-type]
+                elif kind is _Request:
+                    if not self._on_request(event):  # type: ignore[arg-type]
+                        break
+                elif kind is _EndOfMessage:
+                    self.request_done = True
+                    if event.headers:  # type: ignore[union-attr]
+                        event = _EndOfMessage(
+                            headers=end_to_end(event.headers, REQUEST_DROP)  # type: ignore[union-attr]
+                        )
+                    self._to_upstream(event)  # type: ignore[arg-type]
+                elif event is _NEED_DATA:
+                    break
+                elif event is _PAUSED:
+                    self._pause(_PIPELINED)
+                    break
+                else:  # ConnectionClosed: the runtime closed between requests
+                    if not self.active:
+                        self._close()
+                    break
+        except h11.RemoteProtocolError as exc:
+            self._bad_request(exc)
+        except h11.LocalProtocolError as exc:
+            # A request h11 cannot re-emit upstream (e.g. HTTP/1.0 without Host).
+            self._bad_request(exc)
+        up = self.upstream
+        if up is not None:
+            up.flush()
+        if self._out:
+            self._flush()
+
+    def _on_request(self, event: h11.Request) -> bool:
+        if event.method == b"CONNECT" or not event.target.startswith(b"/"):
+            self._answer_error(
+                400,
+                errors.NOT_A_PROXY,
+                "fastproxy forwards origin-form requests to its configured Runtime API only; "
+                "absolute-form targets and CONNECT are refused",
+            )
+            return False
+        headers = event.headers
+        if count(headers) > self.server.config.max_headers:
+            self._answer_error(
+                431,
+                errors.HEADERS_TOO_LARGE,
+                f"more than {self.server.config.max_headers} header fields",
+            )
+            return False
+        conn = self.conn
+        if conn.they_are_waiting_for_100_continue:
+            self._emit(h11.InformationalResponse(status_code=100, headers=[]))
+        request = _Request(
+            method=event.method,
+            target=event.target,
+            headers=end_to_end(headers, REQUEST_DROP),
+            _parsed=True,
+        )
+        self.active = True
+        self.request_done = False
+        self.response_started = False
+        self.long_poll = event.method == b"GET"
+        server = self.server
+        server.requests += 1
+        up = server.pool.acquire_idle()
+        if up is not None:
+            self._attach(up)
+            up.emit(request)
+        else:
+            self.pending = [request]
+            self._pause(_CONNECTING)
+            server.loop.create_task(self._connect())
+        return True
+
+    def _to_upstream(self, event: h11.Data | h11.EndOfMessage) -> None:
+        up = self.upstream
+        if up is not None:
+            up.emit(event)
+        elif self.pending is not None:
+            self.pending.append(event)
+        # else: the exchange is already over (the upstream answered early or failed)
+
+    async def _connect(self) -> None:
+        server = self.server
+        try:
+            up = await server.pool.connect()
+        except (OSError, asyncio.TimeoutError) as exc:
+            self.pending = None
+            upstream = server.config.upstream
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
+            log.warning("cannot connect to the Runtime API at %s: %s", upstream, reason)
+            self._resume(_CONNECTING)
+            self._answer_error(
+                502,
+                errors.UPSTREAM_UNAVAILABLE,
+                f"fastproxy cannot connect to the Runtime API at {upstream}: {reason}",
+            )
+            self._flush()
+            return
+        pending = self.pending
+        self.pending = None
+        if self.closed or pending is None:
+            server.pool.release(up)  # never used: still clean
+            return
+        self._attach(up)
+        try:
+            for event in pending:
+                up.emit(event)
+        except h11.LocalProtocolError as exc:
+            self._bad_request(exc)
+            return
+        up.flush()
+        self._resume(_CONNECTING)
+
+    def _attach(self, up: UpstreamConnection) -> None:
+        self.upstream = up
+        up.exchange = self
+        if up.write_paused:
+            self._pause(_UPSTREAM_FULL)
+        if self.write_paused:
+            up.set_reading(False)
+
+    # -- response path (called by the upstream connection) -----------------------------
+
+    def upstream_event(self, event: h11.Response | h11.Data | h11.EndOfMessage) -> None:
+        kind = type(event)
+        try:
+            if kind is _Data:
+                self._out += self.conn.send_with_data_passthrough(event)  # type: ignore[arg-type]
+            elif kind is _Response:
+                self.response_started = True
+                response = _Response(
+                    status_code=event.status_code,  # type: ignore[union-attr]
+                    headers=end_to_end(event.headers, RESPONSE_DROP),  # type: ignore[union-attr]
+                    reason=event.reason,  # type: ignore[union-attr]
+                    _parsed=True,
+                )
+                self._out += self.conn.send_with_data_passthrough(response)  # type: ignore[arg-type]
+            else:
+                if event.headers:  # type: ignore[union-attr]
+                    event = _EndOfMessage(
+                        headers=end_to_end(event.headers, RESPONSE_DROP)  # type: ignore[union-attr]
+                    )
+                self._out += self.conn.send_with_data_passthrough(event)  # type: ignore[arg-type]
+                self._response_done()
+        except h11.LocalProtocolError as exc:
+            # The response cannot be expressed to this client (e.g. trailers to HTTP/1.0).
+            log.warning("cannot relay the response to the runtime: %s", exc)
+            up = self.upstream
+            self.upstream = None
+            if up is not None:
+                up.abort()
+            self._abort()
+
+    def upstream_flush(self) -> None:
+        if self._out:
+            self._flush()
+
+    def upstream_failed(self, reason: str) -> None:
+        self.upstream = None
+        if not self.active:
+            return
+        if not self.response_started:
+            log.warning("%s (%s)", reason, self.server.config.upstream)
+            self._answer_error(
+                502, errors.UPSTREAM_CLOSED, f"{reason} ({self.server.config.upstream})"
+            )
+            self._flush()
+        else:
+            self._abort()
+
+    def upstream_writable(self, writable: bool) -> None:
+        if writable:
+            self._resume(_UPSTREAM_FULL)
+        else:
+            self._pause(_UPSTREAM_FULL)
+
+    def _response_done(self) -> None:
+        self.upstream = None
+        self._exchange_over()
+        conn = self.conn
+        if conn.our_state is _DONE and conn.their_state is _DONE:
+            conn.start_next_cycle()
+            self._flush()
+            if self.pause_reasons:
+                self._resume(_PIPELINED | _UPSTREAM_FULL)
+            if not self.server.draining:
+                self._process()  # a pipelined request may already be buffered
+                return
+        # Connection: close, or the runtime is still sending a body the upstream did not
+        # wait for: this connection cannot carry another request.
+        self._flush()
+        self._close()
+
+    def _exchange_over(self) -> None:
+        self.active = False
+        server = self.server
+        if server.draining:
+            server.exchange_finished()
+
+    # -- errors, writing, closing ------------------------------------------------------
+
+    def _answer_error(self, status: int, error_type: str, message: str) -> None:
+        """Answer the current request with a JSON error and close after it, if still possible."""
+        up = self.upstream
+        if up is not None:
+            self.upstream = None
+            up.abort()
+        conn = self.conn
+        if conn.our_state in _CAN_ANSWER and not self.response_started:
+            body = errors.error_body(error_type, message)
+            headers = [
+                (b"Content-Type", b"application/json"),
+                (b"Content-Length", str(len(body)).encode()),
+                (b"Connection", b"close"),
+            ]
+            try:
+                self._out += conn.send_with_data_passthrough(
+                    h11.Response(status_code=status, headers=headers)
+                )  # type: ignore[arg-type]
+                self._out += conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[arg-type]
+                self._out += conn.send_with_data_passthrough(h11.EndOfMessage())  # type: ignore[arg-type]
+            except h11.LocalProtocolError:
+                self._abort()
+                return
+            self.response_started = True
+            self._flush()
+        if self.active:
+            self._exchange_over()
+        self._close()
+
+    def _bad_request(self, exc: h11.ProtocolError) -> None:
+        status = exc.error_status_hint
+        error_type = errors.HEADERS_TOO_LARGE if status == 431 else errors.BAD_REQUEST
+        self._answer_error(status, error_type, f"malformed HTTP request: {exc}")
+
+    def _emit(self, event: h11.InformationalResponse) -> None:
+        self._out += self.conn.send_with_data_passthrough(event)  # type: ignore[arg-type]
+
+    def _flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.writelines(out)
+
+    def _pause(self, reason: int) -> None:
+        if not self.pause_reasons:
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.pause_reading()
+        self.pause_reasons |= reason
+
+    def _resume(self, reasons: int) -> None:
+        if self.pause_reasons & reasons:
+            self.pause_reasons &= ~reasons
+            if not self.pause_reasons:
+                transport = self.transport
+                if transport is not None and not transport.is_closing():
+                    transport.resume_reading()
+
+    def _close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()  # flushes what is buffered, then closes
+
+    def _abort(self) -> None:
+        self._out = []
+        if self.active:
+            self._exchange_over()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def shutdown_idle(self) -> None:
+        """Close this connection if it carries no exchange, or only an unanswered /next."""
+        if not self.active:
+            self._close()
+        elif self.long_poll and not self.response_started and self.request_done:
+            self._answer_error(503, errors.SHUTTING_DOWN, "fastproxy is shutting down")
+
+
+class ProxyServer:
+    """The proxy: accepts runtime connections on a bound socket and relays to the upstream."""
+
+    def __init__(self, config: ProxyConfig, sock: socket.socket) -> None:
+        self.config = config
+        self.sock = sock
+        self.connections: set[DownstreamConnection] = set()
+        self.requests = 0
+        self.draining = False
+        self._drained: asyncio.Event | None = None
+        self._server: asyncio.AbstractServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: UpstreamPool | None = None
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        assert self._loop is not None, "ProxyServer.start() has not run"
+        return self._loop
+
+    @property
+    def pool(self) -> UpstreamPool:
+        assert self._pool is not None, "ProxyServer.start() has not run"
+        return self._pool
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._pool = UpstreamPool(self.config, loop)
+        self._server = await loop.create_server(
+            lambda: DownstreamConnection(self), sock=self.sock, backlog=1024
+        )
+
+    @property
+    def in_flight(self) -> int:
+        return sum(1 for c in self.connections if c.active)
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        pool = self._pool
+        return {
+            "requests": self.requests,
+            "connections": len(self.connections),
+            "in_flight": self.in_flight,
+            "upstream_connections_opened": pool.opened if pool else 0,
+            "upstream_idle": pool.idle_count if pool else 0,
+        }
+
+    def exchange_finished(self) -> None:
+        if self._drained is not None and self.in_flight == 0:
+            self._drained.set()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Stop accepting; let exchanges in flight finish within ``timeout``; abort the rest.
+
+        A ``/next`` still waiting for an event is answered 503 at once: no event will come.
+        """
+        self.draining = True
+        if self._server is not None:
+            self._server.close()
+        self._drained = asyncio.Event()
+        for conn in list(self.connections):
+            conn.shutdown_idle()
+        if self.in_flight:
+            try:
+                await asyncio.wait_for(self._drained.wait(), timeout)
+            except asyncio.TimeoutError:
+                log.warning("aborting %d exchange(s) still in flight at shutdown", self.in_flight)
+        for conn in list(self.connections):
+            conn._abort() if conn.active else conn._close()
+        if self._pool is not None:
+            self._pool.close_all()
+
+
+def new_event_loop(kind: str = "auto") -> asyncio.AbstractEventLoop:
+    """uvloop's loop when available (or asked for), else asyncio's default loop."""
+    if kind != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise
+        else:
+            loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+            return loop
+    return asyncio.new_event_loop()

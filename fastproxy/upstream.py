@@ -1,0 +1,277 @@
+"""The upstream side: one keep-alive HTTP/1.1 client connection to the Runtime API, and the pool.
+
+An ``UpstreamConnection`` carries one exchange at a time for the downstream connection that
+acquired it (``Exchange`` below is whatever that downstream side is: it receives the response
+events). HTTP/1.1 cannot multiplex, so every in-flight request (every pending ``/next``
+long-poll in Managed Instances mode) has a connection of its own; the pool only keeps the
+idle ones for reuse.
+
+Reuse policy (nothing is ever replayed): a connection returns to the pool only after a clean
+request/response cycle (both h11 sides DONE); before reuse it must not be closing and its
+socket must not be readable (an idle connection that is readable has been closed or spoken
+to by the server, so it is stale). A request that failed after it was written is never
+retried: its bytes may have reached the Runtime API (a retried ``/next`` duplicates events).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+from typing import Protocol, cast
+
+from fastproxy._h11 import h11
+from fastproxy.config import ProxyConfig
+
+# Explicit limits so uvloop and asyncio pause and resume at the same points.
+WRITE_HIGH_WATER = 64 * 1024
+WRITE_LOW_WATER = 16 * 1024
+CONNECT_TIMEOUT_S = 5.0
+
+_Data = h11.Data
+_Response = h11.Response
+_EndOfMessage = h11.EndOfMessage
+_NEED_DATA = h11.NEED_DATA
+_DONE = h11.DONE
+
+
+class Exchange(Protocol):
+    """What the upstream side reports to (the downstream connection owning the exchange)."""
+
+    def upstream_event(self, event: h11.Response | h11.Data | h11.EndOfMessage) -> None: ...
+
+    def upstream_flush(self) -> None: ...
+
+    def upstream_failed(self, reason: str) -> None: ...
+
+    def upstream_writable(self, writable: bool) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_fd",
+        "_out",
+        "conn",
+        "exchange",
+        "lost",
+        "pool",
+        "reading_paused",
+        "transport",
+        "write_paused",
+    )
+
+    def __init__(self, pool: UpstreamPool) -> None:
+        self.pool = pool
+        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=pool.config.max_head_bytes)
+        self.transport: asyncio.Transport | None = None
+        self.exchange: Exchange | None = None
+        self._out: list[bytes] = []
+        self._fd = -1
+        self.lost = False
+        self.reading_paused = False
+        self.write_paused = False
+
+    # -- asyncio callbacks -------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        transport = cast(asyncio.Transport, transport)
+        self.transport = transport
+        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._fd = sock.fileno()
+            # uvloop and asyncio both set it on TCP transports; being explicit costs nothing.
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except (OSError, AttributeError):
+                pass
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        conn.receive_data(data)
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle connection: the server broke the protocol; never reuse it.
+            self.close()
+            return
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                self._fail(f"malformed response from the Runtime API: {exc}")
+                return
+            kind = type(event)
+            if kind is _Data or kind is _Response:
+                exchange.upstream_event(event)  # type: ignore[arg-type]
+            elif kind is _EndOfMessage:
+                # Back to the pool first, so a pipelined request can reuse this connection.
+                self._finish()
+                exchange.upstream_event(event)  # type: ignore[arg-type]
+                break
+            elif event is _NEED_DATA:
+                break
+            elif kind is h11.InformationalResponse:
+                # 1xx from the server: fastproxy never sends Expect upstream; drop it.
+                continue
+            else:  # ConnectionClosed (or PAUSED, which h11 clients never return)
+                self._fail("the Runtime API closed the connection before responding")
+                return
+        exchange.upstream_flush()
+
+    def eof_received(self) -> bool | None:
+        if self.exchange is None:
+            self.close()
+            return None
+        # Close-delimited bodies end at EOF; h11 turns that into EndOfMessage or an error.
+        self.data_received(b"")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self.pool.forget(self)
+        exchange = self.exchange
+        if exchange is not None:
+            self.exchange = None
+            exchange.upstream_failed("the connection to the Runtime API was lost")
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.exchange is not None:
+            self.exchange.upstream_writable(False)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.exchange is not None:
+            self.exchange.upstream_writable(True)
+
+    # -- used by the downstream side ---------------------------------------------------
+
+    def emit(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
+        """Queue an event for the server; ``flush`` writes everything queued at once."""
+        self._out += self.conn.send_with_data_passthrough(event)  # type: ignore[arg-type]
+
+    def flush(self) -> None:
+        out = self._out
+        if out:
+            self._out = []
+            transport = self.transport
+            if transport is not None and not transport.is_closing():
+                transport.writelines(out)
+
+    def set_reading(self, on: bool) -> None:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if on:
+            if self.reading_paused:
+                self.reading_paused = False
+                transport.resume_reading()
+        elif not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+
+    def abort(self) -> None:
+        """Drop the connection without finishing the message (the server sees truncation)."""
+        self.exchange = None
+        self._out = []
+        self.lost = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def close(self) -> None:
+        self.exchange = None
+        self.lost = True
+        self.pool.forget(self)
+        if self.transport is not None:
+            self.transport.close()
+
+    def is_reusable(self) -> bool:
+        """Idle, open, and not readable (a readable idle socket means the server closed it)."""
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            return False
+        if self._fd >= 0:
+            try:
+                readable, _, _ = select.select((self._fd,), (), (), 0)
+            except (OSError, ValueError):
+                return False
+            if readable:
+                return False
+        return True
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _finish(self) -> None:
+        """The response is complete: keep the connection only after a clean cycle."""
+        conn = self.conn
+        self.exchange = None
+        if conn.our_state is _DONE and conn.their_state is _DONE:
+            conn.start_next_cycle()
+            self.set_reading(True)
+            self.pool.release(self)
+        else:
+            # Request body unfinished (the server answered early) or Connection: close.
+            self.close()
+
+    def _fail(self, reason: str) -> None:
+        exchange = self.exchange
+        self.abort()
+        if exchange is not None:
+            exchange.upstream_failed(reason)
+
+
+class UpstreamPool:
+    """Idle keep-alive connections to the one configured upstream, most recent first."""
+
+    __slots__ = ("_idle", "address", "config", "loop", "opened")
+
+    def __init__(self, config: ProxyConfig, loop: asyncio.AbstractEventLoop) -> None:
+        self.config = config
+        self.address = config.upstream
+        self.loop = loop
+        self._idle: list[UpstreamConnection] = []
+        self.opened = 0
+
+    def acquire_idle(self) -> UpstreamConnection | None:
+        idle = self._idle
+        while idle:
+            up = idle.pop()
+            if up.is_reusable():
+                return up
+            up.close()
+        return None
+
+    async def connect(self) -> UpstreamConnection:
+        """Open a new connection; raises ``OSError`` / ``TimeoutError`` when unreachable."""
+        address = self.address
+        _, protocol = await asyncio.wait_for(
+            self.loop.create_connection(
+                lambda: UpstreamConnection(self), address.host, address.port
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+        self.opened += 1
+        return protocol
+
+    def release(self, up: UpstreamConnection) -> None:
+        if len(self._idle) < self.config.pool_size and not up.lost:
+            self._idle.append(up)
+        else:
+            up.close()
+
+    def forget(self, up: UpstreamConnection) -> None:
+        try:
+            self._idle.remove(up)
+        except ValueError:
+            pass
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def close_all(self) -> None:
+        idle, self._idle = self._idle, []
+        for up in idle:
+            up.close()
