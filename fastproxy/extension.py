@@ -36,7 +36,7 @@ from fastproxy import runtime_api as api
 from fastproxy.config import ConfigError, ProxyConfig, parse_address, resolve
 from fastproxy.extensions_client import ExtensionsApiError, ExtensionsClient
 from fastproxy.listener import bind_listener
-from fastproxy.logs import DEFAULT_LEVEL, JsonLogger, level_from_env
+from fastproxy.logs import DEFAULT_LEVEL, JsonLogger, level_from_env, route_stdlib_logging
 
 if TYPE_CHECKING:
     import asyncio
@@ -121,6 +121,11 @@ def prepare(env: Mapping[str, str]) -> tuple[ProxyConfig | None, socket.socket |
     return config, sock
 
 
+def _listening_on(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _report_init_error(client: ExtensionsClient, failure: StartupFailure, log: JsonLogger) -> int:
     log.error("init failed", error_type=failure.error_type, error=failure.message)
     try:
@@ -175,7 +180,7 @@ def main(argv: list[str]) -> int:
         "registered",
         extension_name=name,
         extension_id=identifier,
-        listen=str(config.listen) if config else None,
+        listen=_listening_on(sock) if sock else None,
         upstream=str(config.upstream) if config else None,
         startup_ms=round((time.perf_counter() - started) * 1000, 1),
     )
@@ -211,6 +216,7 @@ def serve(
     # and pass the loaded hooks to ProxyServer.
     # ----------------------------------------------------------------------------------------
 
+    route_stdlib_logging(log.level)
     loop = new_event_loop(config.loop)
     try:
         server = ProxyServer(config, sock)

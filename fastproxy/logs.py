@@ -35,7 +35,13 @@ LEVELS: Final[Mapping[str, int]] = {
     "off": OFF,
 }
 DEFAULT_LEVEL: Final = WARNING
-_NAMES: Final[Mapping[int, str]] = {DEBUG: "DEBUG", INFO: "INFO", WARNING: "WARN", ERROR: "ERROR"}
+_NAMES: Final[Mapping[int, str]] = {
+    DEBUG: "DEBUG",
+    INFO: "INFO",
+    WARNING: "WARN",
+    ERROR: "ERROR",
+    50: "FATAL",
+}
 
 
 def parse_level(text: str) -> int:
@@ -120,3 +126,25 @@ def get_logger(name: str, env: Mapping[str, str] | None = None) -> JsonLogger:
     except ValueError:
         level = DEFAULT_LEVEL
     return JsonLogger(name, level)
+
+
+def route_stdlib_logging(level: int, name: str = "fastproxy") -> None:
+    """Send the stdlib ``logging`` records of logger ``name`` (the proxy's) out as JSON lines.
+
+    The proxy modules log through ``logging``; in the extension their records must come out in
+    the same one-object-per-line form as everything else, at the same level.
+    """
+    import logging
+
+    class JsonHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                message = str(record.msg)
+            JsonLogger(record.name, DEBUG).log(record.levelno, message)
+
+    target = logging.getLogger(name)
+    target.handlers[:] = [JsonHandler()]
+    target.setLevel(level)
+    target.propagate = False
