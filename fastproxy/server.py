@@ -29,6 +29,7 @@ from typing import Any, cast
 
 from fastproxy import errors
 from fastproxy._h11 import h11
+from fastproxy.codec import server_connection
 from fastproxy.config import ProxyConfig
 from fastproxy.headers import REQUEST_DROP, RESPONSE_DROP, count, end_to_end
 from fastproxy.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection, UpstreamPool
@@ -69,9 +70,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def __init__(self, server: ProxyServer) -> None:
         self.server = server
-        self.conn = h11.Connection(
-            h11.SERVER, max_incomplete_event_size=server.config.max_head_bytes
-        )
+        self.conn = server_connection(server.config.max_head_bytes)
         self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamConnection | None = None
         # Events that arrive while the upstream connection is being opened.

@@ -21,6 +21,7 @@ import socket
 from typing import Protocol, cast
 
 from fastproxy._h11 import h11
+from fastproxy.codec import client_connection
 from fastproxy.config import ProxyConfig
 
 # Explicit limits so uvloop and asyncio pause and resume at the same points.
@@ -62,7 +63,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def __init__(self, pool: UpstreamPool) -> None:
         self.pool = pool
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=pool.config.max_head_bytes)
+        self.conn = client_connection(pool.config.max_head_bytes)
         self.transport: asyncio.Transport | None = None
         self.exchange: Exchange | None = None
         self._out: list[bytes] = []
