@@ -182,6 +182,7 @@ def main(argv: list[str]) -> int:
         extension_id=identifier,
         listen=_listening_on(sock) if sock else None,
         upstream=str(config.upstream) if config else None,
+        package=os.path.dirname(os.path.abspath(__file__)),
         startup_ms=round((time.perf_counter() - started) * 1000, 1),
     )
     if failure is not None or config is None or sock is None:
