@@ -70,6 +70,9 @@ TOO_LARGE: Final = error_body(
 )
 
 
+INVOKE_TIMEOUT: Final = error_body("InvokeTimeout", "Invoke timeout")
+
+
 def state_transition_error(target_state: str) -> bytes:
     return error_body(
         "InvalidStateTransition",
@@ -125,6 +128,8 @@ class Invocation:
         self.result: InvocationResult | None = None
         self.sink: ResponseSink | None = None
         self.delivered_at: float | None = None
+        self.deadline_ms = 0
+        self.trace_id: str | None = None
         self._waiters: list[asyncio.Future[InvocationResult]] = []
 
     def __repr__(self) -> str:
@@ -206,6 +211,7 @@ class RuntimeApiEmulator:
         self._invocations: dict[str, Invocation] = {}
         self._finished: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._auto_outstanding: set[str] = set()
+        self._timed_out: collections.OrderedDict[str, None] = collections.OrderedDict()
         self._arn = function_arn(function_name)
         self.parked_pollers = 0
         """``/next`` long-polls waiting for an event right now."""
@@ -223,6 +229,10 @@ class RuntimeApiEmulator:
     @property
     def port(self) -> int:
         return self._server.port
+
+    @property
+    def function_arn(self) -> str:
+        return self._arn
 
     @property
     def address(self) -> str:
@@ -263,6 +273,8 @@ class RuntimeApiEmulator:
             next_headers.append((name, value))
         invocation = Invocation(self.recorder, rid, bytes(body), next_headers)
         invocation.sink = sink
+        invocation.deadline_ms = int(deadline * 1000)
+        invocation.trace_id = trace_id
         self._invocations[rid] = invocation
         self._finished.pop(rid, None)
         self._dispatch(invocation, front=False)
@@ -270,6 +282,28 @@ class RuntimeApiEmulator:
 
     def invocation(self, request_id: str) -> Invocation | None:
         return self._invocations.get(request_id)
+
+    def abandon(self) -> None:
+        """Drop queued events and forget unfinished invocations (the sandbox's reset).
+
+        Later posts for the forgotten ids get 400, as from a fresh RAPID.
+        """
+        self._pending.clear()
+        for rid, invocation in list(self._invocations.items()):
+            if invocation.state != Invocation.DONE:
+                del self._invocations[rid]
+
+    def expire(self, request_id: str) -> None:
+        """Mark an invocation as timed out: later posts for it get 410 ``InvokeTimeout``.
+
+        That is the Managed Instances rule; classic Lambda resets the sandbox instead.
+        """
+        invocation = self._invocations.pop(request_id, None)
+        if invocation is not None and invocation in self._pending:
+            self._pending.remove(invocation)
+        self._timed_out[request_id] = None
+        while len(self._timed_out) > FINISHED_MEMORY:
+            self._timed_out.popitem(last=False)
 
     def _count_parked(self, delta: int) -> None:
         with self.recorder.cond:
@@ -466,7 +500,9 @@ class RuntimeApiEmulator:
         record = self.recorder.new(ex.method, ex.target, ex.headers)
         invocation = self._invocations.get(rid)
         rejection: tuple[int, bytes] | None = None
-        if invocation is None or invocation.state == Invocation.QUEUED:
+        if invocation is None and rid in self._timed_out:
+            rejection = (410, INVOKE_TIMEOUT)
+        elif invocation is None or invocation.state == Invocation.QUEUED:
             rejection = (400, INVALID_REQUEST_ID)
         elif invocation.state == Invocation.DONE or invocation.attempt is not None:
             target = "InvocationResponse" if kind == "response" else "InvocationErrorResponse"
