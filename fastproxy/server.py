@@ -296,15 +296,13 @@ class DownstreamConnection(asyncio.Protocol):
         if self._out:
             self._flush()
 
-    def upstream_failed(self, reason: str) -> None:
+    def upstream_failed(self, reason: str, error_type: str) -> None:
         self.upstream = None
         if not self.active:
             return
         if not self.response_started:
             log.warning("%s (%s)", reason, self.server.config.upstream)
-            self._answer_error(
-                502, errors.UPSTREAM_CLOSED, f"{reason} ({self.server.config.upstream})"
-            )
+            self._answer_error(502, error_type, f"{reason} ({self.server.config.upstream})")
             self._flush()
         else:
             self._abort()

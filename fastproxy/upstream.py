@@ -23,6 +23,7 @@ from typing import Protocol, cast
 from fastproxy._h11 import h11
 from fastproxy.codec import client_connection
 from fastproxy.config import ProxyConfig
+from fastproxy.errors import UPSTREAM_CLOSED, UPSTREAM_PROTOCOL
 
 # Explicit limits so uvloop and asyncio pause and resume at the same points.
 WRITE_HIGH_WATER = 64 * 1024
@@ -43,7 +44,7 @@ class Exchange(Protocol):
 
     def upstream_flush(self) -> None: ...
 
-    def upstream_failed(self, reason: str) -> None: ...
+    def upstream_failed(self, reason: str, error_type: str) -> None: ...
 
     def upstream_writable(self, writable: bool) -> None: ...
 
@@ -100,7 +101,7 @@ class UpstreamConnection(asyncio.Protocol):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self._fail(f"malformed response from the Runtime API: {exc}")
+                self._fail(f"malformed response from the Runtime API: {exc}", UPSTREAM_PROTOCOL)
                 return
             kind = type(event)
             if kind is _Data or kind is _Response:
@@ -116,7 +117,9 @@ class UpstreamConnection(asyncio.Protocol):
                 # 1xx from the server: fastproxy never sends Expect upstream; drop it.
                 continue
             else:  # ConnectionClosed (or PAUSED, which h11 clients never return)
-                self._fail("the Runtime API closed the connection before responding")
+                self._fail(
+                    "the Runtime API closed the connection before responding", UPSTREAM_CLOSED
+                )
                 return
         exchange.upstream_flush()
 
@@ -134,7 +137,7 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         if exchange is not None:
             self.exchange = None
-            exchange.upstream_failed("the connection to the Runtime API was lost")
+            exchange.upstream_failed("the connection to the Runtime API was lost", UPSTREAM_CLOSED)
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -216,11 +219,11 @@ class UpstreamConnection(asyncio.Protocol):
             # Request body unfinished (the server answered early) or Connection: close.
             self.close()
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, error_type: str) -> None:
         exchange = self.exchange
         self.abort()
         if exchange is not None:
-            exchange.upstream_failed(reason)
+            exchange.upstream_failed(reason, error_type)
 
 
 class UpstreamPool:
