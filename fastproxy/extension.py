@@ -219,6 +219,13 @@ def serve(
 
     route_stdlib_logging(log.level)
     loop = new_event_loop(config.loop)
+    if config.loop == "auto" and not type(loop).__module__.startswith("uvloop"):
+        # Still correct, only slower: usually a layer built for another Python or architecture.
+        log.warning(
+            "uvloop is not importable; running on asyncio's event loop",
+            python=f"{sys.version_info[0]}.{sys.version_info[1]}",
+            machine=os.uname().machine,
+        )
     try:
         server = ProxyServer(config, sock)
         return loop.run_until_complete(_lifecycle(server, client, log))

@@ -434,3 +434,45 @@ def test_launcher_rejects_a_bad_fastproxy_python(tmp_path: Path) -> None:
     result = run_launcher({"PATH": "/usr/bin:/bin", "FASTPROXY_PYTHON": str(missing)})
     assert result.returncode != 0
     assert f"FASTPROXY_PYTHON={missing}" in result.stderr
+
+
+BASE_PYTHON = getattr(sys, "_base_executable", sys.executable)
+
+
+def base_python_lacks(*modules: str) -> bool:
+    probe = "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in sys.argv[1:]))"
+    return subprocess.run([BASE_PYTHON, "-c", probe, *modules], timeout=WAIT_S).returncode == 0
+
+
+@pytest.mark.skipif(not base_python_lacks("h11", "h11_mypyc"), reason="base Python has h11")
+def test_missing_dependencies_are_reported_through_init_error(
+    extensions_api: ExtensionsApiStandIn, launch: Any
+) -> None:
+    """An interpreter without the proxy's dependencies fails init with Extension.StartFailed."""
+    ext = launch(base_env(extensions_api.address, "127.0.0.1:1", FASTPROXY_PYTHON=BASE_PYTHON))
+    assert ext.wait() == 1
+    report = extensions_api.wait_for("/extension/init/error")
+    assert report.headers["lambda-extension-function-error-type"] == "Extension.StartFailed"
+    assert "fastproxy layer build" in report.json()["errorMessage"]
+
+
+@pytest.mark.skipif(not base_python_lacks("uvloop"), reason="base Python has uvloop")
+def test_without_uvloop_it_warns_and_proxies_on_asyncio(
+    tmp_path: Path, emulator: EmulatorThread, extensions_api: ExtensionsApiStandIn, launch: Any
+) -> None:
+    import h11
+
+    (tmp_path / "h11").symlink_to(Path(h11.__file__).parent)
+    env = base_env(
+        extensions_api.address,
+        emulator.address,
+        FASTPROXY_PYTHON=BASE_PYTHON,
+        PYTHONPATH=str(tmp_path),
+    )
+    ext = launch(env)
+    port = listen_port(ext.wait_log("registered"))
+    warning = ext.wait_log("uvloop is not importable; running on asyncio's event loop")
+    assert warning["level"] == "WARN"
+    assert invoke_through(port, emulator, b"[1]") == b"[1]"
+    extensions_api.send_shutdown()
+    assert ext.wait() == 0
