@@ -212,3 +212,17 @@ def read_until_close(sock: socket.socket) -> bytes:
 def status_of(raw: bytes) -> int | None:
     match = re.match(rb"HTTP/1\.[01] (\d{3})", raw)
     return int(match.group(1)) if match else None
+
+
+def tcp_peers_of(port: int) -> list[tuple[int, str]]:
+    """(local port, state hex) of every IPv4 TCP socket on this host whose peer port is ``port``.
+
+    Closed client sockets linger in TIME_WAIT, so a connection per request would show here.
+    """
+    out: list[tuple[int, str]] = []
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote, state = fields[1], fields[2], fields[3]
+        if int(remote.split(":")[1], 16) == port:
+            out.append((int(local.split(":")[1], 16), state))
+    return out
