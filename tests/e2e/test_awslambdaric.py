@@ -138,6 +138,6 @@ def test_managed_instances_mode_runs_four_workers_through_the_proxy(
         results = [inv.wait(timeout=30) for inv in invs]
     finally:
         runtime.stop()
-    for i, (inv, result) in enumerate(zip(invs, results)):
+    for i, (inv, result) in enumerate(zip(invs, results, strict=True)):
         assert result.kind == "response"
         assert result.body == f'{{"echo": {{"n": {i}}}, "id": "{inv.request_id}"}}'.encode()
