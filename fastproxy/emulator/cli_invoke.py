@@ -15,14 +15,11 @@ from __future__ import annotations
 import argparse
 import base64
 import json
-import socket
 import sys
-from typing import BinaryIO
-from urllib.parse import urlsplit
-
-import h11
+from typing import BinaryIO, TextIO
 
 from fastproxy import runtime_api as api
+from fastproxy.emulator.invoke_client import InvokeError, InvokeStream, split_url
 
 PROG = "fastproxy invoke"
 DEFAULT_URL = f"http://127.0.0.1:8080{api.INVOKE_PATH}"
@@ -50,17 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def target_of(url: str) -> tuple[str, int, str]:
-    parts = urlsplit(url if "://" in url else f"http://{url}")
-    if parts.scheme != "http" or not parts.hostname:
-        raise UsageError(f"--url {url!r}: expected http://HOST:PORT[/path]")
-    try:
-        port = parts.port or 80
-    except ValueError:
-        raise UsageError(f"--url {url!r}: bad port") from None
-    return parts.hostname, port, parts.path if parts.path not in ("", "/") else api.INVOKE_PATH
-
-
 def read_event(text: str, stdin: BinaryIO) -> bytes:
     raw = stdin.read() if text == "-" else text.encode()
     try:
@@ -70,10 +56,8 @@ def read_event(text: str, stdin: BinaryIO) -> bytes:
     return raw
 
 
-def invoke(args: argparse.Namespace, event: bytes, out: BinaryIO, err: BinaryIO) -> int:
-    host, port, path = target_of(args.url)
-    headers = [("Host", f"{host}:{port}"), ("Content-Type", "application/json")]
-    headers.append(("Content-Length", str(len(event))))
+def request_headers(args: argparse.Namespace) -> list[tuple[str, str]]:
+    headers: list[tuple[str, str]] = []
     if args.decode_prelude:
         headers.append(("X-Fastproxy-Decode-Prelude", "1"))
     if args.trace_id:
@@ -83,65 +67,50 @@ def invoke(args: argparse.Namespace, event: bytes, out: BinaryIO, err: BinaryIO)
     if args.client_context:
         encoded = base64.b64encode(args.client_context.encode()).decode()
         headers.append(("X-Amz-Client-Context", encoded))
-    conn = h11.Connection(h11.CLIENT)
+    return headers
+
+
+def run(args: argparse.Namespace, event: bytes, out: BinaryIO, err: TextIO) -> int:
     try:
-        sock = socket.create_connection((host, port), timeout=10)
-    except OSError as exc:
-        raise UsageError(
-            f"cannot connect to {host}:{port} ({exc.strerror or exc}); "
-            "is 'fastproxy local' running?"
-        ) from None
-    with sock:
-        sock.settimeout(None)  # a function may legitimately take minutes
-        sock.sendall(conn.send(h11.Request(method="POST", target=path, headers=headers)))
-        sock.sendall(conn.send(h11.Data(data=event)) + conn.send(h11.EndOfMessage()))
-        function_error = False
-        last = b"\n"
-        while True:
-            event_ = conn.next_event()
-            if event_ is h11.NEED_DATA:
-                conn.receive_data(sock.recv(65536))
-                continue
-            if isinstance(event_, h11.Response):
-                found = {k.lower(): v for k, v in event_.headers}
-                if args.include:
-                    err.write(b"HTTP %d\n" % event_.status_code)
-                    for name, value in event_.headers:
-                        err.write(name + b": " + value + b"\n")
-                if b"x-amz-function-error" in found:
-                    function_error = True
-                    err.write(
-                        b"%s: function error (%s)\n"
-                        % (PROG.encode(), found[b"x-amz-function-error"])
-                    )
-                elif event_.status_code >= 400:
-                    function_error = True
-                    err.write(b"%s: HTTP %d\n" % (PROG.encode(), event_.status_code))
-            elif isinstance(event_, h11.Data):
-                out.write(event_.data)
+        split_url(args.url)
+    except ValueError as exc:
+        raise UsageError(f"--url {exc}") from None
+    function_error = False
+    try:
+        with InvokeStream(args.url, event, request_headers(args)) as stream:
+            if args.include:
+                print(f"HTTP {stream.status}", file=err)
+                for name, value in stream.headers:
+                    print(f"{name.decode('latin-1')}: {value.decode('latin-1')}", file=err)
+            error = stream.header("X-Amz-Function-Error")
+            if error is not None:
+                function_error = True
+                print(f"{PROG}: function error ({error})", file=err)
+            elif stream.status >= 400:
+                function_error = True
+                print(f"{PROG}: HTTP {stream.status}", file=err)
+            last = b"\n"
+            for piece in stream:
+                out.write(piece)
                 out.flush()
-                last = bytes(event_.data[-1:]) or last
-            elif isinstance(event_, h11.EndOfMessage):
-                if last != b"\n":
-                    out.write(b"\n")
-                    out.flush()
-                for name, value in event_.headers:
-                    err.write(b"%s: trailer %s: %s\n" % (PROG.encode(), name, value))
-                    if name.lower() == api.H_ERROR_TYPE.lower().encode():
-                        function_error = True
-                return 1 if function_error else 0
-            elif isinstance(event_, h11.ConnectionClosed):
-                raise UsageError("the sandbox closed the connection before answering")
+                last = piece[-1:] or last
+            if last != b"\n":
+                out.write(b"\n")
+                out.flush()
+            for name, value in stream.trailers:
+                print(f"{PROG}: trailer {name.decode()}: {value.decode('latin-1')}", file=err)
+            if stream.trailer(api.H_ERROR_TYPE):
+                function_error = True
+    except InvokeError as exc:
+        raise UsageError(f"{exc}; is 'fastproxy local' running?") from None
+    return 1 if function_error else 0
 
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         event = read_event(args.event, sys.stdin.buffer)
-        return invoke(args, event, sys.stdout.buffer, sys.stderr.buffer)
+        return run(args, event, sys.stdout.buffer, sys.stderr)
     except UsageError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    except h11.RemoteProtocolError as exc:
-        print(f"{PROG}: bad response from the sandbox: {exc}", file=sys.stderr)
         return 2
