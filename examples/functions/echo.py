@@ -6,7 +6,8 @@ Run it in the sandbox with::
 
 (from this directory, or with it on ``PYTHONPATH``). Handlers:
 
-- ``echo.handler``: returns the event, with the request id and function name;
+- ``echo.handler``: returns the event, with the request id, the function name and the
+  Runtime API address the runtime talks to (the proxy's, when a wrapper put one in the path);
 - ``echo.fail``: raises, so the runtime reports an ``/error``;
 - ``echo.big``: returns a string of ``event["size"]`` bytes (default 1 MiB), e.g. to see the
   6 MB buffered-response limit.
@@ -14,6 +15,7 @@ Run it in the sandbox with::
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 
@@ -22,6 +24,7 @@ def handler(event: Any, context: Any) -> dict[str, Any]:
         "echo": event,
         "requestId": context.aws_request_id,
         "functionName": context.function_name,
+        "runtimeApi": os.environ.get("AWS_LAMBDA_RUNTIME_API"),
     }
 
 

@@ -11,6 +11,7 @@ The event (JSON object, every field optional) steers the stream:
 - ``chunks``: list of strings sent as separate chunks (default: a greeting in four pieces);
 - ``repeat``: send the chunk list this many times (default 1);
 - ``status``, ``headers``, ``cookies``: the prelude (default 200, ``text/plain``);
+- ``interval_ms``: pause between chunks (default 0), to watch the stream arrive;
 - ``gate``: a TCP port on 127.0.0.1; after the first body chunk the runtime connects there and
   waits for one byte before writing the rest (lets a test prove chunks arrive as written);
 - ``error``: ``{"type": ..., "message": ...}`` sent as mid-stream error trailers.
@@ -26,6 +27,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from typing import Any
 
 MEDIA_TYPE = "application/vnd.awslambda.http-integration-response"
@@ -129,9 +131,12 @@ def stream_response(request_id: str, event: Any) -> None:
             ).encode()
         )
         sock.sendall(chunk(json.dumps(prelude).encode() + b"\x00" * 8))
+        interval = float(spec.get("interval_ms", 0)) / 1000
         for index, data in enumerate(chunks):
             if index == 1 and spec.get("gate"):
                 wait_for_gate(int(spec["gate"]))
+            if index and interval > 0:
+                time.sleep(interval)
             sock.sendall(chunk(data))
         trailers = b""
         error = spec.get("error")
