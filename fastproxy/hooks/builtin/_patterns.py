@@ -35,6 +35,10 @@ class Node:
     def full(self) -> str:
         raise NotImplementedError
 
+    def head(self) -> str:
+        """A whole match of this node as the start of a prefix (``full`` without groups)."""
+        return self.full()
+
     def partial(self) -> str:
         raise NotImplementedError
 
@@ -66,17 +70,29 @@ class Lit(Node):
 
 @dataclass(frozen=True)
 class Cls(Node):
-    """A character class repeated ``low`` to ``high`` times."""
+    """A character class repeated ``low`` to ``high`` times.
+
+    ``until`` (for a lazy repeat followed by a terminator) is the terminator's regex: once it
+    has been seen the repeat cannot grow, so a prefix never runs past it.
+    """
 
     chars: str
     low: int
     high: int
     lazy: bool = False
+    until: str | None = None
 
     def full(self) -> str:
         return f"{self.chars}{{{self.low},{self.high}}}{'?' if self.lazy else ''}"
 
+    def head(self) -> str:
+        if self.until is not None:
+            return f"(?:(?!{self.until}){self.chars}){{{self.low},{self.high}}}"
+        return self.full()
+
     def partial(self) -> str:
+        if self.until is not None:
+            return f"(?:(?!{self.until}){self.chars}){{0,{self.high}}}"
         return f"{self.chars}{{0,{self.high}}}"
 
     def width(self) -> int:
@@ -90,11 +106,14 @@ class Seq(Node):
     def full(self) -> str:
         return "".join(item.full() for item in self.items)
 
+    def head(self) -> str:
+        return "".join(item.head() for item in self.items)
+
     def partial(self) -> str:
         # A prefix of a sequence: whole items, then a prefix of the next one.
         branches = []
         for index, item in enumerate(self.items):
-            head = "".join(done.full() for done in self.items[:index])
+            head = "".join(done.head() for done in self.items[:index])
             branches.append(head + item.partial())
         return "(?:" + "|".join(branches) + ")"
 
@@ -108,6 +127,9 @@ class Alt(Node):
 
     def full(self) -> str:
         return "(?:" + "|".join(option.full() for option in self.options) + ")"
+
+    def head(self) -> str:
+        return "(?:" + "|".join(option.head() for option in self.options) + ")"
 
     def partial(self) -> str:
         return "(?:" + "|".join(option.partial() for option in self.options) + ")"
@@ -157,6 +179,9 @@ class Secret(Node):
 
     def full(self) -> str:
         return f"(?P<secret>{self.inner.full()})"
+
+    def head(self) -> str:
+        return self.inner.head()
 
     def partial(self) -> str:
         return self.inner.partial()
@@ -281,6 +306,7 @@ _QUOTE_SPACE: Final = "[\\\\\"' \\t]"  # quotes, escaped quotes (JSON in JSON), 
 _B64: Final = "[A-Za-z0-9/+]"
 _TOKEN: Final = r"[A-Za-z0-9\-._~+/]"
 _LABEL: Final = "[A-Z0-9 ]"
+_PEM_END: Final = "-----END [A-Z0-9 ]{0,40}PRIVATE KEY-----"
 
 
 def builtin_rules(max_secret: int, names: Sequence[str] | None = None) -> list[Rule]:
@@ -319,7 +345,7 @@ def builtin_rules(max_secret: int, names: Sequence[str] | None = None) -> list[R
             Lit("-----BEGIN "),
             Cls(_LABEL, 0, 40),
             Lit("PRIVATE KEY-----"),
-            Cls(r"[\s\S]", 0, max_secret, lazy=True),
+            Cls(r"[\s\S]", 0, max_secret, lazy=True, until=_PEM_END),
             Lit("-----END "),
             Cls(_LABEL, 0, 40),
             Lit("PRIVATE KEY-----"),
