@@ -1,0 +1,202 @@
+"""Invocation-loop scenarios on the Runtime API emulator: latency, concurrency, hooks.
+
+Each path gets ``per_round`` invocations in turn, round after round (the order rotates), so
+that a slow patch of the machine falls on every path alike; the emulator answers every
+``/next`` at once (``--auto-event-size``), so an invocation measures only the transport.
+"""
+
+from __future__ import annotations
+
+import array
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from bench.plan import Rounds, Run, label, rotated
+from bench.procs import StartError
+from bench.stats import compare_paths, median
+from bench.targets import DIRECT, FASTPROXY, Target, TargetSpec, start_all, start_emulator
+from bench.workers import WorkerError
+
+START_MARGIN_NS = 30_000_000  # lets every worker receive its job before the clock starts
+
+
+@contextlib.contextmanager
+def paths_over_emulator(
+    run: Run, event_size: int, specs: list[TargetSpec]
+) -> Iterator[dict[str, Target]]:
+    """The emulator (as ``direct``) and every spec started in front of it."""
+    emulator = start_emulator(event_size)
+    targets: dict[str, Target] = {}
+    try:
+        targets = start_all(specs, emulator.address, run.notes)
+        yield {DIRECT: Target(DIRECT, emulator.host, emulator.port), **targets}
+    finally:
+        run.pool.reset()
+        for target in targets.values():
+            target.stop()
+        emulator.stop()
+
+
+def _drop(run: Run, paths: dict[str, Target], name: str, what: str, error: Exception) -> None:
+    if name == DIRECT:
+        raise error
+    run.note(f"{name} failed during {what} and was dropped from it: {error}")
+    paths.pop(name, None)
+
+
+def invocation_rounds(
+    run: Run, paths: dict[str, Target], size: int, plan: Rounds, what: str
+) -> dict[str, list[array.array[int]]]:
+    """Per path, the invocation times (ns) of each round; a failing path is dropped."""
+    for name in list(paths):
+        try:
+            job = {"op": "loop", "size": size, "count": 0, "warmup": plan.warmup}
+            run.pool.one({**job, "address": paths[name].address})
+        except WorkerError as exc:
+            _drop(run, paths, name, what, exc)
+    samples: dict[str, list[array.array[int]]] = {name: [] for name in paths}
+    for r in range(plan.rounds):
+        for name in rotated(list(paths), r):
+            job = {"op": "loop", "address": paths[name].address, "size": size}
+            try:
+                result = run.pool.one({**job, "count": plan.per_round})
+            except WorkerError as exc:
+                _drop(run, paths, name, what, exc)
+                samples.pop(name, None)
+                continue
+            samples[name].append(array.array("q", result["total"]))
+    return samples
+
+
+def latency(run: Run) -> dict[str, Any]:
+    """Added latency per invocation for each event/response size."""
+    out: dict[str, Any] = {}
+    for size, plan in run.settings.latency.items():
+        name = label(size)
+        run.say(f"latency {name}: {plan.rounds} rounds x {plan.per_round} invocations per path")
+        try:
+            with paths_over_emulator(run, size, run.specs) as paths:
+                samples = invocation_rounds(run, paths, size, plan, f"latency {name}")
+        except (StartError, WorkerError) as exc:
+            run.note(f"latency {name} not measured: {exc}")
+            continue
+        run.raw.setdefault("latency", {})[name] = {
+            path: [s for chunk in chunks for s in chunk] for path, chunks in samples.items()
+        }
+        out[name] = {
+            "size": size,
+            "rounds": plan.rounds,
+            "per_round": plan.per_round,
+            "paths": compare_paths(samples),
+        }
+    return out
+
+
+def concurrency(run: Run) -> dict[str, Any]:
+    """Throughput and latency with 1, 4 and 16 runtime workers, 1 KiB events."""
+    settings = run.settings
+    size = 1024
+    out: dict[str, Any] = {}
+    seconds = settings.concurrency_seconds
+    try:
+        with paths_over_emulator(run, size, run.specs) as paths:
+            for workers in settings.concurrency_levels:
+                run.say(
+                    f"concurrency {workers}: {settings.concurrency_rounds} rounds x "
+                    f"{seconds:.1f} s per path"
+                )
+                for name in list(paths):  # warm-up: opens every worker's connection
+                    try:
+                        _timed(run, paths[name], workers, size, 0.1)
+                    except WorkerError as exc:
+                        _drop(run, paths, name, f"concurrency {workers}", exc)
+                counts: dict[str, list[float]] = {name: [] for name in paths}
+                rounds: dict[str, list[array.array[int]]] = {name: [] for name in paths}
+                for r in range(settings.concurrency_rounds):
+                    for name in rotated(list(paths), r):
+                        try:
+                            results = _timed(run, paths[name], workers, size, seconds)
+                        except WorkerError as exc:
+                            _drop(run, paths, name, f"concurrency {workers}", exc)
+                            counts.pop(name, None)
+                            rounds.pop(name, None)
+                            continue
+                        merged = array.array("q")
+                        for result in results:
+                            merged.frombytes(result["total"])
+                        rounds[name].append(merged)
+                        counts[name].append(len(merged) / seconds)
+                level = compare_paths(rounds)
+                for name, per_round in counts.items():
+                    level[name]["throughput_per_s"] = round(median(per_round), 1)
+                    level[name]["throughput_spread"] = [
+                        round(min(per_round), 1),
+                        round(max(per_round), 1),
+                    ]
+                direct_tp = level[DIRECT]["throughput_per_s"]
+                for name in counts:
+                    if name != DIRECT and direct_tp:
+                        level[name]["throughput_ratio"] = round(
+                            level[name]["throughput_per_s"] / direct_tp, 3
+                        )
+                out[str(workers)] = {
+                    "workers": workers,
+                    "event_size": size,
+                    "seconds": seconds * settings.concurrency_rounds,
+                    "paths": level,
+                }
+    except (StartError, WorkerError) as exc:
+        run.note(f"concurrency not measured: {exc}")
+    return out
+
+
+def _timed(
+    run: Run, target: Target, workers: int, size: int, seconds: float
+) -> list[dict[str, Any]]:
+    start = time.perf_counter_ns() + START_MARGIN_NS
+    job = {
+        "op": "timed",
+        "address": target.address,
+        "size": size,
+        "start_ns": start,
+        "end_ns": start + int(seconds * 1e9),
+    }
+    results: list[dict[str, Any]] = run.pool.run([job] * workers)
+    return results
+
+
+def hooks(run: Run) -> dict[str, Any]:
+    """The invocation loop with no hooks and with each hook in ``run.hooks``, at 1 KiB."""
+    size = 1024
+    plan = run.settings.hooks
+    probe = TargetSpec(
+        "fastproxy[probe]", "fastproxy", env={"FASTPROXY_HOOKS": "bench_no_such_hook"}
+    )
+    specs = [TargetSpec(FASTPROXY, "fastproxy")] + [
+        TargetSpec(f"fastproxy[{hook}]", "fastproxy", env={"FASTPROXY_HOOKS": hook})
+        for hook in run.hooks
+    ]
+    out: dict[str, Any] = {"event_size": size, "hooks": list(run.hooks)}
+    run.say(f"hooks: {', '.join(run.hooks)}")
+    try:
+        notes_before = len(run.notes)
+        with paths_over_emulator(run, size, [probe]) as paths:
+            del run.notes[notes_before:]  # the probe is meant to fail to start
+            if probe.name in paths:
+                out["skipped"] = (
+                    "this fastproxy ignores FASTPROXY_HOOKS (it started with a hook that does "
+                    "not exist), so no hook can be measured"
+                )
+                run.note(f"hooks not measured: {out['skipped']}")
+                return out
+        notes_before = len(run.notes)
+        with paths_over_emulator(run, size, specs) as paths:
+            out["failed_to_start"] = run.notes[notes_before:]
+            samples = invocation_rounds(run, paths, size, plan, "hooks")
+    except (StartError, WorkerError) as exc:
+        run.note(f"hooks not measured: {exc}")
+        return out
+    out.update(rounds=plan.rounds, per_round=plan.per_round, paths=compare_paths(samples))
+    return out

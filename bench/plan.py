@@ -1,0 +1,145 @@
+"""How much to measure (``--quick`` for CI, or the full run) and the run's shared context."""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from bench.targets import TargetSpec
+from bench.workers import WorkerPool
+
+KIB: Final = 1024
+MIB: Final = 1024 * 1024
+SCENARIOS: Final = ("latency", "concurrency", "streaming", "coldstart", "hooks")
+DEFAULT_HOOKS: Final = ("audit", "redact", "firewall", "trace")
+
+
+@dataclass(frozen=True)
+class Rounds:
+    """``rounds`` interleaved rounds of ``per_round`` measurements per path, after a warm-up."""
+
+    rounds: int
+    per_round: int
+    warmup: int
+
+
+@dataclass(frozen=True)
+class Settings:
+    mode: str
+    # Event and buffered-response size -> rounds (both are the same size).
+    latency: dict[int, Rounds]
+    concurrency_levels: tuple[int, ...]
+    concurrency_rounds: int
+    concurrency_seconds: float  # per path, per round
+    stream_ttfb: Rounds
+    stream_gap_s: float
+    stream_throughput: dict[int, Rounds]  # streamed response size -> rounds
+    timeline_size: int
+    cold_runs: int
+    hooks: Rounds
+
+    def describe(self) -> dict[str, Any]:
+        def r(x: Rounds) -> str:
+            return f"{x.rounds}x{x.per_round} (+{x.warmup} warm-up)"
+
+        return {
+            "mode": self.mode,
+            "latency": {label(size): r(x) for size, x in self.latency.items()},
+            "concurrency": {
+                "levels": list(self.concurrency_levels),
+                "rounds": self.concurrency_rounds,
+                "seconds_per_round": self.concurrency_seconds,
+            },
+            "stream_ttfb": r(self.stream_ttfb) + f", {self.stream_gap_s * 1000:.0f} ms pause",
+            "stream_throughput": {label(s): r(x) for s, x in self.stream_throughput.items()},
+            "cold_runs": self.cold_runs,
+            "hooks": r(self.hooks),
+        }
+
+
+QUICK: Final = Settings(
+    mode="quick",
+    latency={
+        1 * KIB: Rounds(6, 250, 200),
+        64 * KIB: Rounds(5, 80, 40),
+        1 * MIB: Rounds(4, 15, 5),
+        6 * MIB: Rounds(3, 4, 2),
+    },
+    concurrency_levels=(1, 4, 16),
+    concurrency_rounds=2,
+    concurrency_seconds=0.4,
+    stream_ttfb=Rounds(3, 5, 1),
+    stream_gap_s=0.01,
+    stream_throughput={
+        1 * MIB: Rounds(3, 5, 1),
+        20 * MIB: Rounds(2, 2, 0),
+        200 * MIB: Rounds(2, 1, 0),
+    },
+    timeline_size=20 * MIB,
+    cold_runs=5,
+    hooks=Rounds(4, 200, 100),
+)
+
+FULL: Final = Settings(
+    mode="full",
+    latency={
+        1 * KIB: Rounds(20, 500, 500),
+        64 * KIB: Rounds(15, 200, 100),
+        1 * MIB: Rounds(10, 40, 10),
+        6 * MIB: Rounds(8, 10, 3),
+    },
+    concurrency_levels=(1, 4, 16),
+    concurrency_rounds=5,
+    concurrency_seconds=1.0,
+    stream_ttfb=Rounds(10, 20, 2),
+    stream_gap_s=0.01,
+    stream_throughput={
+        1 * MIB: Rounds(10, 10, 2),
+        20 * MIB: Rounds(6, 3, 0),
+        200 * MIB: Rounds(5, 1, 0),
+    },
+    timeline_size=200 * MIB,
+    cold_runs=20,
+    hooks=Rounds(10, 500, 200),
+)
+
+
+def label(size: int) -> str:
+    """``1024`` -> ``"1KiB"``, ``6 * MIB`` -> ``"6MiB"``."""
+    if size % MIB == 0:
+        return f"{size // MIB}MiB"
+    if size % KIB == 0:
+        return f"{size // KIB}KiB"
+    return f"{size}B"
+
+
+def rotated(names: list[str], r: int) -> list[str]:
+    """The order of the paths in round ``r``: each path takes every position in turn."""
+    k = r % len(names) if names else 0
+    return names[k:] + names[:k]
+
+
+@dataclass
+class Run:
+    """What every scenario shares: the settings, the paths, the workers, notes, raw data."""
+
+    settings: Settings
+    specs: list[TargetSpec]
+    pool: WorkerPool
+    notes: list[str] = field(default_factory=list)
+    hooks: tuple[str, ...] = DEFAULT_HOOKS
+    # Raw samples kept for the plots only (never written to the JSON).
+    raw: dict[str, Any] = field(default_factory=dict)
+    quiet: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def say(self, message: str) -> None:
+        if not self.quiet:
+            elapsed = time.monotonic() - self.started
+            print(f"[{elapsed:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+    def note(self, message: str) -> None:
+        self.notes.append(message)
+        self.say(f"note: {message}")
