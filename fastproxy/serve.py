@@ -6,10 +6,15 @@ import argparse
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from fastproxy import runtime_api as api
 from fastproxy.config import ConfigError, ProxyConfig, resolve
 from fastproxy.listener import bind_listener, bound_port
+from fastproxy.logs import WARNING, level_from_env, route_stdlib_logging
+
+if TYPE_CHECKING:
+    from fastproxy.hooks.chain import HookChain
 
 DEFAULT_DRAIN_TIMEOUT_S = 2.0
 
@@ -51,9 +56,20 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     try:
         config = resolve(host=args.host, port=args.port, upstream=args.upstream, env=os.environ)
-    except ConfigError as exc:
+        log_level = level_from_env(os.environ)
+    except (ConfigError, ValueError) as exc:
         print(f"fastproxy: error: {exc}", file=sys.stderr)
         return 2
+    hooks = None
+    if os.environ.get(api.ENV_HOOKS, "").strip():
+        from fastproxy.hooks.loader import chain_from_env
+        from fastproxy.hooks.settings import HookConfigError
+
+        try:
+            hooks = chain_from_env(os.environ)
+        except HookConfigError as exc:
+            print(f"fastproxy: error: {exc}", file=sys.stderr)
+            return 2
     try:
         sock = bind_listener(config.listen)
     except OSError as exc:
@@ -61,22 +77,28 @@ def main(argv: list[str]) -> int:
             f"fastproxy: error: cannot listen on {config.listen}: {exc.strerror}", file=sys.stderr
         )
         return 2
-    return run(config, sock, drain_timeout=args.drain_timeout)
+    return run(config, sock, hooks, drain_timeout=args.drain_timeout, log_level=log_level)
 
 
-def run(config: ProxyConfig, sock: object, *, drain_timeout: float) -> int:
+def run(
+    config: ProxyConfig,
+    sock: object,
+    hooks: HookChain | None,
+    *,
+    drain_timeout: float,
+    log_level: int = WARNING,
+) -> int:
     import asyncio
-    import logging
     import socket as socket_module
 
     from fastproxy.server import ProxyServer, new_event_loop
 
     assert isinstance(sock, socket_module.socket)
-    logging.basicConfig(level=logging.WARNING, format="fastproxy: %(levelname)s %(message)s")
+    route_stdlib_logging(log_level)
     port = bound_port(sock)
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
-    server = ProxyServer(config, sock)
+    server = ProxyServer(config, sock, hooks)
     stop = asyncio.Event()
 
     async def serve() -> None:

@@ -25,14 +25,18 @@ import asyncio
 import contextlib
 import logging
 import socket
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from fastproxy import errors
-from fastproxy._h11 import h11
+from fastproxy._h11 import Headers, h11
 from fastproxy.codec import server_connection
 from fastproxy.config import ProxyConfig
 from fastproxy.headers import REQUEST_DROP, RESPONSE_DROP, count, end_to_end
 from fastproxy.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection, UpstreamPool
+
+if TYPE_CHECKING:
+    from fastproxy.hooks.chain import HookChain
+    from fastproxy.intercept import HookedExchange
 
 log = logging.getLogger("fastproxy")
 
@@ -44,6 +48,8 @@ _NEED_DATA = h11.NEED_DATA
 _PAUSED = h11.PAUSED
 _DONE = h11.DONE
 _CAN_ANSWER = (h11.IDLE, h11.SEND_RESPONSE)
+
+_FRAMING = frozenset({b"content-length", b"transfer-encoding"})
 
 # Reasons to stop reading from the runtime; reading resumes when none is left.
 _PIPELINED = 1  # h11 holds a pipelined request until the current response is done
@@ -57,6 +63,7 @@ class DownstreamConnection(asyncio.Protocol):
         "active",
         "closed",
         "conn",
+        "hook",
         "long_poll",
         "pause_reasons",
         "pending",
@@ -73,6 +80,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.conn = server_connection(server.config.max_head_bytes)
         self.transport: asyncio.Transport | None = None
         self.upstream: UpstreamConnection | None = None
+        self.hook: HookedExchange | None = None  # only when hooks look at this exchange
         # Events that arrive while the upstream connection is being opened.
         self.pending: list[h11.Request | h11.Data | h11.EndOfMessage] | None = None
         self._out: list[bytes] = []
@@ -111,6 +119,9 @@ class DownstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.server.connections.discard(self)
+        if self.hook is not None:
+            self.hook.cancel()
+            self.hook = None
         up = self.upstream
         if up is not None:
             # The runtime is gone mid-exchange: truncate the upstream message rather than
@@ -202,6 +213,18 @@ class DownstreamConnection(asyncio.Protocol):
         self.long_poll = event.method == b"GET"
         server = self.server
         server.requests += 1
+        if server.hooks is not None:
+            hooked = server.hooked_exchange(self, request)
+            if hooked is not None:
+                self.hook = hooked
+                hooked.start()
+                return True
+        self.pipe_request(request)
+        return True
+
+    def pipe_request(self, request: h11.Request) -> None:
+        """Send a request head upstream, on a pooled connection or a new one."""
+        server = self.server
         up = server.pool.acquire_idle()
         if up is not None:
             self._attach(up)
@@ -210,9 +233,15 @@ class DownstreamConnection(asyncio.Protocol):
             self.pending = [request]
             self._pause(_CONNECTING)
             server.loop.create_task(self._connect())
-        return True
 
     def _to_upstream(self, event: h11.Data | h11.EndOfMessage) -> None:
+        if self.hook is not None:
+            self.hook.request_event(event)
+            return
+        self.pipe(event)
+
+    def pipe(self, event: h11.Data | h11.EndOfMessage) -> None:
+        """Send body events upstream (or queue them while the connection opens)."""
         up = self.upstream
         if up is not None:
             up.emit(event)
@@ -269,6 +298,8 @@ class DownstreamConnection(asyncio.Protocol):
                 self._out += self.conn.send_with_data_passthrough(event)  # type: ignore[arg-type]
             elif kind is _Response:
                 self.response_started = True
+                if self.hook is not None:
+                    self.hook.saw_response(event)  # type: ignore[arg-type]
                 response = _Response(
                     status_code=event.status_code,  # type: ignore[union-attr]
                     headers=end_to_end(event.headers, RESPONSE_DROP),  # type: ignore[union-attr]
@@ -313,7 +344,46 @@ class DownstreamConnection(asyncio.Protocol):
         else:
             self._pause(_UPSTREAM_FULL)
 
+    def deliver(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, reason: bytes = b""
+    ) -> None:
+        """Answer the runtime with a whole response the proxy holds (hooked exchanges)."""
+        if self.closed or not self.active:
+            return
+        kept = end_to_end(
+            Headers([(k, k.lower(), v) for k, v in headers]), RESPONSE_DROP | _FRAMING
+        ).raw_items()
+        kept.append((b"Content-Length", str(len(body)).encode()))
+        conn = self.conn
+        try:
+            out = conn.send_with_data_passthrough(
+                h11.Response(status_code=status, headers=kept, reason=reason)
+            )
+            if body:
+                out += conn.send_with_data_passthrough(h11.Data(data=body))  # type: ignore[operator]
+            self.response_started = True
+            self._out += out  # type: ignore[arg-type]
+            self._out += conn.send_with_data_passthrough(h11.EndOfMessage())  # type: ignore[arg-type]
+        except h11.LocalProtocolError as exc:
+            log.warning("cannot deliver the response to the runtime: %s", exc)
+            self._abort()
+            return
+        self._response_done()
+
+    def fail(self, status: int, error_type: str, message: str) -> None:
+        """Fail the current exchange: a JSON error if nothing was sent yet, else an abort."""
+        if self.closed:
+            return
+        if self.response_started:
+            self._abort()
+        else:
+            self._answer_error(status, error_type, message)
+
     def _response_done(self) -> None:
+        hook = self.hook
+        if hook is not None:
+            self.hook = None
+            hook.finished()
         self.upstream = None
         self._exchange_over()
         conn = self.conn
@@ -420,9 +490,18 @@ class DownstreamConnection(asyncio.Protocol):
 class ProxyServer:
     """The proxy: accepts runtime connections on a bound socket and relays to the upstream."""
 
-    def __init__(self, config: ProxyConfig, sock: socket.socket) -> None:
+    def __init__(
+        self, config: ProxyConfig, sock: socket.socket, hooks: HookChain | None = None
+    ) -> None:
         self.config = config
         self.sock = sock
+        # None keeps every exchange on the pass-through path (no hook machinery at all).
+        self.hooks = hooks
+        self.hook_tasks: set[asyncio.Task[None]] = set()
+        if hooks is not None:
+            from fastproxy import intercept
+
+            self._contexts = intercept.Contexts()
         self.connections: set[DownstreamConnection] = set()
         self.requests = 0
         self.draining = False
@@ -430,6 +509,14 @@ class ProxyServer:
         self._server: asyncio.AbstractServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: UpstreamPool | None = None
+
+    def hooked_exchange(
+        self, conn: DownstreamConnection, request: h11.Request
+    ) -> HookedExchange | None:
+        from fastproxy.intercept import hooked_exchange
+
+        assert self.hooks is not None
+        return hooked_exchange(conn, self.hooks, self._contexts, request)
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -479,11 +566,18 @@ class ProxyServer:
         self._drained = asyncio.Event()
         for conn in list(self.connections):
             conn.shutdown_idle()
+        deadline = self.loop.time() + timeout
         if self.in_flight:
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout)
             except asyncio.TimeoutError:
                 log.warning("aborting %d exchange(s) still in flight at shutdown", self.in_flight)
+        if self.hook_tasks:
+            # Observer hooks (audit lines) finish within what is left of the deadline.
+            remaining = max(0.0, deadline - self.loop.time())
+            _, pending = await asyncio.wait(set(self.hook_tasks), timeout=remaining)
+            for task in pending:
+                task.cancel()
         for conn in list(self.connections):
             conn._abort() if conn.active else conn._close()
         if self._pool is not None:
