@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final
 
@@ -172,8 +173,12 @@ class HttpConnection:
                     return
         except h11.RemoteProtocolError as exc:
             await self._reject(exc.error_status_hint)
-        except (PeerDisconnected, ConnectionError, h11.LocalProtocolError):
+        except (PeerDisconnected, ConnectionError):
             pass
+        except Exception as exc:
+            # A bug in a handler: say so once, answer 500 when still possible, drop the link.
+            print(f"fastproxy-emulator: internal error: {exc!r}", file=sys.stderr)
+            await self._reject(500)
         finally:
             self._writer.close()
             with contextlib.suppress(ConnectionError, OSError):
@@ -182,8 +187,15 @@ class HttpConnection:
     async def _reject(self, status: int) -> None:
         if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or self.peer_closed:
             return
-        body = f"{status} bad request\n".encode()
-        headers = [("Content-Type", "text/plain; charset=utf-8"), ("Connection", "close")]
+        if status == 500:
+            body = json_body(
+                {"errorMessage": "Internal Server Error", "errorType": "InternalServerError"}
+            )
+            content_type = "application/json"
+        else:
+            body = f"{status} bad request\n".encode()
+            content_type = "text/plain; charset=utf-8"
+        headers = [("Content-Type", content_type), ("Connection", "close")]
         headers.append(("Content-Length", str(len(body))))
         with contextlib.suppress(Exception):
             await self.send(h11.Response(status_code=status, headers=headers))

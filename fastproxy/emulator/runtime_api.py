@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import socket
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -100,6 +101,39 @@ class ResponseSink(Protocol):
     async def end(self, result: InvocationResult) -> None: ...
 
     async def abort(self, record: RequestRecord) -> None: ...
+
+
+class _GuardedSink:
+    """A sink whose failures cannot break the runtime's exchange: it just stops forwarding.
+
+    The runtime's post must be read to the end and answered whatever happens to the consumer
+    (PROTOCOL.md §7.16: a client going away does not stop the stream).
+    """
+
+    def __init__(self, inner: ResponseSink) -> None:
+        self._inner: ResponseSink | None = inner
+
+    async def _call(self, name: str, arg: object) -> None:
+        inner = self._inner
+        if inner is None:
+            return
+        try:
+            await getattr(inner, name)(arg)
+        except Exception as exc:
+            self._inner = None
+            print(f"fastproxy-emulator: response sink failed in {name}: {exc!r}", file=sys.stderr)
+
+    async def begin(self, record: RequestRecord) -> None:
+        await self._call("begin", record)
+
+    async def data(self, piece: bytes) -> None:
+        await self._call("data", piece)
+
+    async def end(self, result: InvocationResult) -> None:
+        await self._call("end", result)
+
+    async def abort(self, record: RequestRecord) -> None:
+        await self._call("abort", record)
 
 
 class Invocation:
@@ -272,7 +306,7 @@ class RuntimeApiEmulator:
         for name, value in (headers or {}).items():
             next_headers.append((name, value))
         invocation = Invocation(self.recorder, rid, bytes(body), next_headers)
-        invocation.sink = sink
+        invocation.sink = None if sink is None else _GuardedSink(sink)
         invocation.deadline_ms = int(deadline * 1000)
         invocation.trace_id = trace_id
         self._invocations[rid] = invocation

@@ -340,3 +340,30 @@ def test_cli_invoke_without_a_sandbox_is_a_clear_error() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith(f"fastproxy invoke: cannot connect to 127.0.0.1:{port}")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_caller_leaving_mid_stream_does_not_break_the_function(
+    streaming_sandbox: SandboxThread, gate: Gate
+) -> None:
+    """The runtime's stream is still drained and answered 202; the next invoke works."""
+    event = json.dumps({"chunks": ["before|", "after-the-caller-left"], "gate": gate.port})
+    with InvokeStream(streaming_sandbox.invoke_url, event.encode(), read_timeout=30) as stream:
+        read_until(iter(stream), b"before|")
+        request_id = stream.header("X-Amzn-RequestId")
+    gate.open()
+    recorder = streaming_sandbox.sandbox.emulator.recorder
+
+    def answered() -> bool:
+        return any(
+            r.path.endswith(f"/{request_id}/response") and r.status is not None
+            for r in recorder.snapshot()
+        )
+
+    with recorder.cond:
+        assert recorder.cond.wait_for(answered, 30)
+    (record,) = [r for r in recorder.snapshot() if r.path.endswith(f"/{request_id}/response")]
+    assert record.status == 202
+    assert record.complete
+    assert record.body.endswith(b"after-the-caller-left")
+    again = invoke(streaming_sandbox.invoke_url, b'{"chunks": ["still fine"]}')
+    assert again.body.endswith(b"still fine")
