@@ -45,6 +45,11 @@ def _connection_tokens(items: list[Triple]) -> frozenset[bytes]:
 def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
     """The end-to-end subset of ``headers``, in order, as an h11 ``Headers`` object."""
     items: list[Triple] = headers._full_items
+    for item in items:
+        if item[1] in drop:
+            break
+    else:
+        return headers  # the common case: nothing to drop, nothing to copy
     extra: frozenset[bytes] | None = None
     kept: list[Triple] = []
     for item in items:
