@@ -50,7 +50,8 @@ def _extension_env(sink: Target, port: int) -> dict[str, str]:
         {
             "AWS_LAMBDA_RUNTIME_API": sink.address,
             "FASTPROXY_PORT": str(port),
-            # The launcher finds python3 on PATH: make it this interpreter (with uvloop, h11).
+            # The launcher's interpreter: this one (with uvloop and h11 installed).
+            "FASTPROXY_PYTHON": PYTHON,
             "PATH": f"{Path(PYTHON).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         }
     )

@@ -61,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--hooks",
         metavar="LIST",
         default=",".join(DEFAULT_HOOKS),
-        help="FASTPROXY_HOOKS values for the hooks scenario (default %(default)s)",
+        help="FASTPROXY_HOOKS values for the hooks scenario, each NAME[+VAR=VALUE...] "
+        "(default %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     return parser

@@ -13,7 +13,8 @@ from bench.workers import WorkerPool
 KIB: Final = 1024
 MIB: Final = 1024 * 1024
 SCENARIOS: Final = ("latency", "concurrency", "streaming", "coldstart", "hooks")
-DEFAULT_HOOKS: Final = ("audit", "redact", "firewall", "trace")
+# FASTPROXY_HOOKS values, each with the settings it needs as +VAR=VALUE.
+DEFAULT_HOOKS: Final = ("audit", "redact", "firewall+FASTPROXY_FIREWALL_REQUIRE_JSON=1", "trace")
 
 
 @dataclass(frozen=True)
@@ -62,24 +63,24 @@ class Settings:
 QUICK: Final = Settings(
     mode="quick",
     latency={
-        1 * KIB: Rounds(6, 250, 200),
-        64 * KIB: Rounds(5, 80, 40),
-        1 * MIB: Rounds(4, 15, 5),
-        6 * MIB: Rounds(3, 4, 2),
+        1 * KIB: Rounds(10, 200, 300),
+        64 * KIB: Rounds(8, 60, 40),
+        1 * MIB: Rounds(6, 12, 5),
+        6 * MIB: Rounds(4, 4, 2),
     },
     concurrency_levels=(1, 4, 16),
     concurrency_rounds=2,
-    concurrency_seconds=0.4,
-    stream_ttfb=Rounds(3, 5, 1),
+    concurrency_seconds=0.5,
+    stream_ttfb=Rounds(4, 5, 1),
     stream_gap_s=0.01,
     stream_throughput={
-        1 * MIB: Rounds(3, 5, 1),
-        20 * MIB: Rounds(2, 2, 0),
+        1 * MIB: Rounds(4, 5, 1),
+        20 * MIB: Rounds(3, 2, 0),
         200 * MIB: Rounds(2, 1, 0),
     },
     timeline_size=20 * MIB,
-    cold_runs=5,
-    hooks=Rounds(4, 200, 100),
+    cold_runs=7,
+    hooks=Rounds(5, 200, 100),
 )
 
 FULL: Final = Settings(

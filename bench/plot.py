@@ -23,6 +23,7 @@ def write_plots(results: dict[str, Any], raw: dict[str, Any], directory: Path) -
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     directory.mkdir(parents=True, exist_ok=True)
     written = []
@@ -42,6 +43,8 @@ def write_plots(results: dict[str, Any], raw: dict[str, Any], directory: Path) -
             ax.set_title(f"{size} event + {size} response")
             ax.set_xlabel("invocation time, µs")
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
         axes[0][0].set_ylabel("share of invocations (CDF)")
         axes[0][-1].legend(loc="lower right", fontsize=8)
@@ -61,8 +64,8 @@ def write_plots(results: dict[str, Any], raw: dict[str, Any], directory: Path) -
             xs = [0.0] + [p[0] for p in points]
             ys = [0.0] + [p[1] / 1e6 for p in points]
             ax.plot(xs, ys, label=name, color=_colour(name, i), linewidth=1.4)
-        size_mb = timeline["size"] / 1e6
-        ax.set_title(f"One {size_mb:.0f} MB streamed response: bytes at the upstream over time")
+        size = timeline["size"]
+        ax.set_title(f"One {size // 2**20} MiB streamed response: bytes at the upstream over time")
         ax.set_xlabel("ms since the runtime wrote the first chunk")
         ax.set_ylabel("MB arrived at the Runtime API")
         ax.grid(True, alpha=0.3)
