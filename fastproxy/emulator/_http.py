@@ -117,10 +117,13 @@ class Exchange:
             head.append(("Content-Type", content_type))
         head.extend(headers)
         head.append(("Content-Length", str(len(body))))
-        await self.start_response(status, head)
+        self.responded = True
+        # One write for head + body + end: one send() syscall for small responses.
+        events: list[h11.Event] = [h11.Response(status_code=status, headers=head)]
         if body:
-            await self.send_data(body)
-        await self.end_response()
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        await self._connection.send(*events)
 
     async def respond_json(self, status: int, obj: object) -> None:
         await self.respond(status, json_body(obj))
@@ -256,10 +259,11 @@ class HttpConnection:
                 self._conn.receive_data(data)
         return self.peer_closed
 
-    async def send(self, event: h11.Event) -> None:
+    async def send(self, *events: h11.Event) -> None:
         if self.peer_closed or self._writer.is_closing():
             raise PeerDisconnected("peer closed")
-        data = self._conn.send(event)
+        pieces = [self._conn.send(event) for event in events]
+        data = b"".join(piece for piece in pieces if piece)
         if data:
             self._writer.write(data)
             if self._writer.transport.get_write_buffer_size() > 64 * 1024:

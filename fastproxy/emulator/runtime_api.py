@@ -371,11 +371,7 @@ class RuntimeApiEmulator:
         self.recorder.answered(record, 200)
         body = invocation.event
         if not self.chunked_events:
-            headers = [*invocation.next_headers, ("Content-Length", str(len(body)))]
-            await ex.start_response(200, headers)
-            if body:
-                await ex.send_data(body)
-            await ex.end_response()
+            await ex.respond(200, body, content_type=None, headers=invocation.next_headers)
             return
         # Chunked on purpose (Go switches to chunked for larger bodies): at least two chunks
         # so clients' chunk-joining paths are exercised.
