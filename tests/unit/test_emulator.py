@@ -154,6 +154,17 @@ def test_next_delivers_event_bytes_and_headers(emu: EmulatorThread) -> None:
     assert resp.getheader(api.H_CLIENT_CONTEXT) is None
 
 
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_round_trip_on_both_event_loops(loop: str) -> None:
+    with EmulatorThread(loop=loop) as emu:
+        inv = emu.enqueue(b'{"loop": 1}')
+        conn = connect(emu)
+        _, body = get_next(conn)
+        assert body == b'{"loop": 1}'
+        assert post(conn, response_path(inv.request_id), b"done")[0] == 202
+        assert inv.wait(5).body == b"done"
+
+
 def test_next_passes_trace_id_extra_headers_and_content_type(emu: EmulatorThread) -> None:
     extra = {api.H_INVOCATION_ID: "nonce-1", api.H_CLIENT_CONTEXT: '{"custom":{"a":"b"}}'}
     emu.enqueue(
