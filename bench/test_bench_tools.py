@@ -1,0 +1,159 @@
+"""Tests of the benchmark's own tools (``python -m pytest bench``): parsing, statistics, the
+regression rules of ``compare``, and the client, sink and relay over real sockets."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import compare
+from bench.client import RuntimeClient
+from bench.stats import compare_paths, percentile
+from bench.targets import Target, TargetSpec, launch, ready, start_sink
+from bench.wire import LAST_CHUNK, ChunkedDecoder, frame_chunk
+
+
+def test_chunked_decoder_follows_a_body_fed_byte_by_byte() -> None:
+    """GIVEN a chunked body with trailers and the next message behind it, fed one byte at a
+    time, THEN the payload is counted and the decoder stops right after the blank line."""
+    body = frame_chunk(b"a" * 20) + frame_chunk(b"b" * 3) + b"0\r\nX-Trailer: v\r\n\r\n"
+    decoder = ChunkedDecoder(keep=True)
+    data = body + b"GET / HTTP/1.1\r\n"
+    consumed = 0
+    for i in range(len(data)):
+        consumed += decoder.feed(data, i, i + 1)
+        if decoder.done:
+            break
+    assert decoder.done and consumed == len(body)
+    assert decoder.payload == 23 and b"".join(decoder.parts) == b"a" * 20 + b"b" * 3
+
+
+def test_chunked_decoder_takes_whole_bodies_at_once() -> None:
+    decoder = ChunkedDecoder()
+    body = b"".join(frame_chunk(b"z" * 16384) for _ in range(5)) + LAST_CHUNK
+    assert decoder.feed(body + b"rest") == len(body)
+    assert decoder.done and decoder.payload == 5 * 16384
+
+
+def test_percentile_is_nearest_rank() -> None:
+    values = list(range(1, 101))
+    assert percentile(values, 50) == 50
+    assert percentile(values, 99) == 99
+    assert percentile([7], 90) == 7
+
+
+def test_compare_paths_reports_what_each_path_adds_to_direct() -> None:
+    rounds = {
+        "direct": [[100_000] * 10, [110_000] * 10],
+        "proxy": [[150_000] * 10, [180_000] * 10],
+    }
+    summary = compare_paths(rounds)
+    assert summary["proxy"]["added_p50_us"] == 50.0  # 150 - 100: nearest-rank medians
+    assert summary["proxy"]["added_p50_spread_us"] == [50.0, 70.0]
+    assert "added_p50_us" not in summary["direct"]
+
+
+def _results(added: float, relay: float = 100.0, spread: float = 20.0) -> dict[str, Any]:
+    def path(value: float) -> dict[str, Any]:
+        return {"added_p50_us": value, "added_p50_spread_us": [value - spread, value]}
+
+    return {
+        "settings": {"mode": "quick"},
+        "latency": {
+            "1KiB": {
+                "paths": {
+                    "direct": {"p50_us": 300.0},
+                    "fastproxy": path(added),
+                    "relay": path(relay),
+                }
+            }
+        },
+        "streaming": {
+            "first_byte": {
+                "pause_ms": 10.0,
+                "paths": {
+                    "direct": {"p50_us": 20.0},
+                    "fastproxy": {"added_p50_us": 100.0, "first_before_end": 1.0},
+                },
+            },
+            "memory": {"paths": {"fastproxy": {"peak_kib": 25 * 1024}}},
+        },
+    }
+
+
+def _verdicts(base: dict[str, Any], new: dict[str, Any]) -> dict[str, str]:
+    rows = compare.compare(base, new, 2.0, 30.0)
+    return {row.metric: row.verdict for row in rows}
+
+
+def test_compare_flags_added_latency_that_more_than_doubled() -> None:
+    verdicts = _verdicts(_results(200.0), _results(450.0))
+    assert verdicts["latency 1KiB: added p50"] == compare.REGRESSION
+
+
+def test_compare_forgives_growth_within_the_run_noise() -> None:
+    verdicts = _verdicts(_results(200.0, spread=300.0), _results(450.0, spread=300.0))
+    assert verdicts["latency 1KiB: added p50"] != compare.REGRESSION
+
+
+def test_compare_forgives_a_slowdown_the_relay_shares() -> None:
+    verdicts = _verdicts(_results(200.0, relay=100.0), _results(450.0, relay=240.0))
+    assert verdicts["latency 1KiB: added p50"] == compare.NOISE
+
+
+def test_compare_flags_a_first_byte_that_waits_for_the_body() -> None:
+    new = _results(200.0)
+    new["streaming"]["first_byte"]["paths"]["fastproxy"]["first_before_end"] = 0.0
+    verdicts = _verdicts(_results(200.0), new)
+    assert verdicts["streaming: first byte before body end"] == compare.REGRESSION
+
+
+def test_compare_flags_memory_over_budget_and_a_path_that_went_missing() -> None:
+    new = _results(200.0)
+    new["streaming"]["memory"]["paths"]["fastproxy"]["peak_kib"] = 40 * 1024
+    del new["latency"]["1KiB"]["paths"]["fastproxy"]
+    verdicts = _verdicts(_results(200.0), new)
+    assert verdicts["memory: fastproxy peak RSS while streaming"] == compare.REGRESSION
+    assert verdicts["latency 1KiB: added p50"] == compare.REGRESSION
+
+
+def test_compare_command_exit_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base, same, worse = tmp_path / "a.json", tmp_path / "b.json", tmp_path / "c.json"
+    base.write_text(json.dumps(_results(200.0)))
+    same.write_text(json.dumps(copy.deepcopy(_results(210.0))))
+    worse.write_text(json.dumps(_results(900.0)))
+    assert compare.main([str(base), str(same)]) == 0
+    assert compare.main([str(base), str(worse)]) == 1
+    assert "REGRESSION" in capsys.readouterr().out
+    assert compare.main([str(base), str(tmp_path / "missing.json")]) == 2
+
+
+@pytest.fixture(scope="module")
+def sink() -> Iterator[Target]:
+    target = start_sink(event_size=300)
+    yield target
+    target.stop()
+
+
+def test_client_invokes_and_streams_through_the_relay(sink: Target) -> None:
+    """The runtime loop client, the sink and the relay agree over real sockets."""
+    relay = launch(TargetSpec("relay", "relay"), sink.address)
+    try:
+        ready(relay)
+        client = RuntimeClient(relay.host, relay.port)
+        try:
+            total, until_event = client.invoke(64 * 1024)
+            assert 0 < until_event < total
+            result = client.stream(100_000, gap_s=0.001)
+        finally:
+            client.close()
+    finally:
+        relay.stop()
+    assert result["start_ns"] < result["first_ns"] <= result["end_ns"] < result["done_ns"]
+    # With a pause after the first chunk, the first byte arrives before the last is sent.
+    assert result["first_ns"] < result["sent_ns"]
