@@ -93,12 +93,14 @@ class Sources:
     wrapper: Path
 
 
-def find_sources() -> Sources:
-    """The package, launcher and wrapper script of this source tree."""
-    package = Path(fastproxy.__file__).resolve().parent
-    root = package.parent
-    sources = Sources(package, root / "extensions" / "fastproxy", root / "wrapper-script.sh")
-    for path in (sources.launcher, sources.wrapper):
+def find_sources(root: Path | None = None) -> Sources:
+    """The package, launcher and wrapper script of a source checkout (default: this one)."""
+    if root is None:
+        root = Path(fastproxy.__file__).resolve().parent.parent
+    sources = Sources(
+        root / "fastproxy", root / "extensions" / "fastproxy", root / "wrapper-script.sh"
+    )
+    for path in (sources.package / "__init__.py", sources.launcher, sources.wrapper):
         if not path.is_file():
             raise LayerError(
                 f"{path} not found: build the layer from a fastproxy source checkout "
@@ -248,11 +250,12 @@ def build(
     cache_dir: Path,
     *,
     fast: bool = True,
+    source: Path | None = None,
     log: list[str] | None = None,
 ) -> Path:
     """Build the layer zip for ``target`` into ``output_dir``; return its path."""
     notes = [] if log is None else log
-    sources = find_sources()
+    sources = find_sources(source)
     requirements = REQUIREMENTS + (FAST_REQUIREMENTS if fast else ())
     wheel_dir = cache_dir / "wheels" / f"{target.abi}-{target.machine}"
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -311,6 +314,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"wheel cache (default: {default_cache_dir()})",
     )
     parser.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="fastproxy source checkout to package (default: the one this command runs from)",
+    )
+    parser.add_argument(
         "--no-fast",
         dest="fast",
         action="store_false",
@@ -338,10 +347,20 @@ def main(argv: list[str]) -> int:
         )
         return 2
     target = Target(arch, args.python)
+    try:
+        find_sources(args.source)
+    except LayerError as exc:
+        print(f"fastproxy layer build: {exc}", file=sys.stderr)
+        return 2
     notes: list[str] = []
     try:
         out = build(
-            target, args.output, args.cache_dir or default_cache_dir(), fast=args.fast, log=notes
+            target,
+            args.output,
+            args.cache_dir or default_cache_dir(),
+            fast=args.fast,
+            source=args.source,
+            log=notes,
         )
     except LayerError as exc:
         print(f"fastproxy layer build: {exc}", file=sys.stderr)

@@ -160,6 +160,7 @@ class ExtensionProcess:
         )
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.seen: list[str] = []
+        self.drained = False
         self.stdout = ""
         threading.Thread(target=self._pump, daemon=True).start()
 
@@ -178,6 +179,7 @@ class ExtensionProcess:
             except queue.Empty:
                 raise AssertionError(f"no {message!r} log line; seen: {self.seen}") from None
             if line is None:
+                self.drained = True
                 raise AssertionError(f"exited before logging {message!r}; seen: {self.seen}")
             self.seen.append(line)
             try:
@@ -191,20 +193,26 @@ class ExtensionProcess:
         code = self.proc.wait(timeout)
         assert self.proc.stdout is not None
         self.stdout = self.proc.stdout.read().decode()
-        while True:
+        self._drain()
+        return code
+
+    def _drain(self) -> None:
+        """Move the rest of stderr into ``seen`` (the process has exited)."""
+        while not self.drained:
             try:
                 line = self.lines.get(timeout=WAIT_S)
             except queue.Empty:
-                break
+                return
             if line is None:
-                break
-            self.seen.append(line)
-        return code
+                self.drained = True
+            else:
+                self.seen.append(line)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(WAIT_S)
+        self._drain()  # the rest of the log, for the failure report
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None:
                 stream.close()
@@ -216,7 +224,7 @@ def base_env(extensions_api: str, upstream: str | None = None, **extra: str) -> 
         "FASTPROXY_PYTHON": sys.executable,
         "AWS_LAMBDA_RUNTIME_API": extensions_api,
         "FASTPROXY_PORT": "0",
-        "FASTPROXY_LOG_LEVEL": "info",
+        "FASTPROXY_LOG_LEVEL": "debug",
     }
     if upstream is not None:
         env["FASTPROXY_UPSTREAM"] = upstream
@@ -248,6 +256,7 @@ def launch() -> Iterator[Any]:
     yield run
     for ext in started:
         ext.stop()
+        print(f"--- {ext.proc.args} exited {ext.proc.returncode}:", *ext.seen, sep="\n")
 
 
 def listen_port(record: dict[str, Any]) -> int:

@@ -6,6 +6,7 @@ requested CPython, with the launcher and wrapper executable, and the same bytes 
 
 from __future__ import annotations
 
+import shutil
 import stat
 import subprocess
 import sys
@@ -21,7 +22,7 @@ ELF_MACHINE = {"arm64": 183, "x86_64": 62}
 MACHINE = {"arm64": "aarch64", "x86_64": "x86_64"}
 
 
-def build(arch: str, python: str, output: Path) -> tuple[Path, str]:
+def build(arch: str, python: str, output: Path, *options: str) -> tuple[Path, str]:
     result = subprocess.run(
         [
             sys.executable,
@@ -37,6 +38,7 @@ def build(arch: str, python: str, output: Path) -> tuple[Path, str]:
             str(output),
             "--cache-dir",
             str(layer.default_cache_dir()),
+            *options,
         ],
         capture_output=True,
         text=True,
@@ -51,8 +53,15 @@ def build(arch: str, python: str, output: Path) -> tuple[Path, str]:
 
 @pytest.fixture(scope="module")
 def arm64_builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, str]:
-    first, out = build("arm64", "3.13", tmp_path_factory.mktemp("first"))
-    second, _ = build("arm64", "3.13", tmp_path_factory.mktemp("second"))
+    """Two builds of one snapshot of the sources (the working tree may change meanwhile)."""
+    source = tmp_path_factory.mktemp("source")
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    shutil.copytree(REPO / "fastproxy", source / "fastproxy", ignore=ignore)
+    shutil.copytree(REPO / "extensions", source / "extensions")
+    shutil.copy2(REPO / "wrapper-script.sh", source / "wrapper-script.sh")
+    snapshot = ("--source", str(source))
+    first, out = build("arm64", "3.13", tmp_path_factory.mktemp("first"), *snapshot)
+    second, _ = build("arm64", "3.13", tmp_path_factory.mktemp("second"), *snapshot)
     return first, second, out
 
 
@@ -93,6 +102,7 @@ def test_layer_layout_modes_and_contents(arm64_builds: tuple[Path, Path, str]) -
         assert archive.read("wrapper-script.sh") == (REPO / "wrapper-script.sh").read_bytes()
         packaged = archive.read("fastproxy/python/fastproxy/extension.py")
     assert packaged == (REPO / "fastproxy" / "extension.py").read_bytes()
+    assert "fastproxy/python/fastproxy/server.py" in infos
     for name in ("extensions/fastproxy", "wrapper-script.sh"):
         assert infos[name].external_attr >> 16 == stat.S_IFREG | 0o755
     assert "fastproxy/python/h11/__init__.py" in infos

@@ -121,6 +121,10 @@ def test_publish_command_names_runtime_and_architecture(tmp_path: Path) -> None:
         (["layer", "build", "--arch", "sparc", "--python", "3.12"], "x86_64 or arm64"),
         (["layer", "build", "--arch", "arm64", "--python", "2.7"], "invalid choice"),
         (["layer", "publish"], "unknown subcommand"),
+        (
+            ["layer", "build", "--arch", "arm64", "--python", "3.12", "--source", "/nonexistent"],
+            "/nonexistent/fastproxy/__init__.py not found",
+        ),
     ],
 )
 def test_bad_arguments_are_usage_errors(argv: list[str], message: str) -> None:
