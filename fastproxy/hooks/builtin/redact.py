@@ -82,7 +82,7 @@ class RedactConfig:
 class Redactor:
     """The compiled rules and the masking algorithm, shared by the buffered and streamed paths."""
 
-    __slots__ = ("mask", "rules", "window")
+    __slots__ = ("icase_triggers", "mask", "rules", "window")
 
     def __init__(self, config: RedactConfig) -> None:
         self.mask = config.mask
@@ -91,6 +91,7 @@ class Redactor:
             self.rules.append(rule_from_regex(f"pattern-{number}", pattern, config.max_secret))
         # The most a stream ever holds back.
         self.window = max((rule.window for rule in self.rules), default=0)
+        self.icase_triggers = any(rule.trigger and rule.trigger.icase for rule in self.rules)
 
     def redact(self, data: bytes) -> bytes:
         """``data`` with every secret masked (the same object when there is nothing to mask)."""
@@ -110,25 +111,33 @@ class Redactor:
         """
         end = len(data)
         cut = end
+        # Case-insensitive triggers are searched in a lower-cased copy (ASCII only, as in re).
+        lowered = data.lower() if self.icase_triggers else data
+        candidates = [rule.first_candidate(data, lowered, base) for rule in self.rules]
         if not final:
-            for rule in self.rules:
-                start = rule.first_candidate(data, max(base, end - rule.window))
-                if start is None or start >= cut:
+            for rule, candidate in zip(self.rules, candidates, strict=True):
+                start = max(base, end - rule.window)
+                if candidate is None:
+                    continue
+                if candidate < start:
+                    candidate = rule.first_candidate(data, lowered, start)
+                    if candidate is None:
+                        continue
+                if candidate >= cut:
                     continue
                 if rule.prefix is not None:
-                    found = rule.prefix.search(data, start)
+                    found = rule.prefix.search(data, candidate)
                     if found is None:
                         continue
-                    start = found.start()
-                cut = min(cut, start)
+                    candidate = found.start()
+                cut = min(cut, candidate)
         origin = state.position - base  # absolute position of data[0]
         spans = [(max(a - origin, base), b - origin) for a, b in state.pending if b - origin > base]
-        for rule in self.rules:
-            start = rule.first_candidate(data, base)
-            if start is None or start >= cut:
+        for rule, candidate in zip(self.rules, candidates, strict=True):
+            if candidate is None or candidate >= cut:
                 continue
             group = "secret" if rule.masks_group else 0
-            for match in rule.full.finditer(data, start):
+            for match in rule.full.finditer(data, candidate):
                 if match.start() >= cut:
                     break
                 a, b = match.span(group)
