@@ -138,15 +138,23 @@ class Comparison:
         )
         self.rows.append(Row(metric, unit, b, n, REGRESSION, why))
 
-    def higher_is_better(self, metric: str, path: tuple[str, ...], key: str) -> None:
-        """A ratio to a reference path: a regression when divided by more than threshold."""
+    def higher_is_better(
+        self, metric: str, path: tuple[str, ...], key: str, reference: str | None = None
+    ) -> None:
+        """A ratio to a reference path: a regression when divided by more than threshold
+        (unless ``reference``'s own ratio fell as much: then the direct path got faster)."""
         b = _get(self.base, *path, FASTPROXY, key)
         n = _get(self.new, *path, FASTPROXY, key)
         ran = _get(self.new, *path, DIRECT) is not None
         if self._absent(metric, "x", b, n, ran):
             return
         assert b is not None and n is not None
-        if n * self.threshold < b:
+        rb = _get(self.base, *path, reference, key) if reference else None
+        rn = _get(self.new, *path, reference, key) if reference else None
+        if n * self.threshold < b and rb and rn and rn / rb <= n / b * 1.25:
+            why = f"the {reference} fell as much ({rb} -> {rn}): the direct path was faster"
+            self.rows.append(Row(metric, "x", b, n, NOISE, why))
+        elif n * self.threshold < b:
             why = f"less than 1/{self.threshold:g} of the baseline"
             self.rows.append(Row(metric, "x", b, n, REGRESSION, why))
         elif n < b * 0.9:
@@ -170,6 +178,15 @@ def compare(
             floor=FLOOR_US,
             spread_key="added_p50_spread_us",
         )
+    for size in sizes[:2]:
+        # CPU time per invocation moves far less with machine noise than latency does.
+        c.lower_is_better(
+            f"latency {size}: CPU per invocation",
+            "µs",
+            ("latency", size, "paths"),
+            "cpu_us_per_invocation",
+            floor=20.0,
+        )
     levels = list((base.get("concurrency") or {}).keys())
     levels += [k for k in (new.get("concurrency") or {}) if k not in levels]
     for level in levels:
@@ -177,6 +194,7 @@ def compare(
             f"concurrency {level}: throughput vs direct",
             ("concurrency", level, "paths"),
             "throughput_ratio",
+            RELAY,
         )
     _first_byte(c, new)
     streams = list((_get(base, "streaming", "throughput") or {}).keys())

@@ -151,6 +151,13 @@ def main(argv: list[str]) -> int:
     finally:
         pool.close()
     results["platform"]["load_average_at_end"] = meta.load_average()
+    load = results["platform"]["load_average_at_start"]
+    cpus = results["platform"]["cpus"] or 1
+    if load and load[0] > cpus / 2:
+        run.note(
+            f"the machine was busy when the run started (load average {load[0]} on {cpus} "
+            "CPUs): figures are noisier than on a quiet machine"
+        )
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["notes"] = run.notes
     results["targets_check"] = targets_check(results)

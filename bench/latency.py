@@ -11,6 +11,7 @@ import array
 import contextlib
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from bench.plan import Rounds, Run, label, rotated
@@ -46,10 +47,32 @@ def _drop(run: Run, paths: dict[str, Target], name: str, what: str, error: Excep
     paths.pop(name, None)
 
 
+@dataclass
+class Loops:
+    """Per path, the invocation times (ns) of each round, and its CPU time per invocation."""
+
+    samples: dict[str, list[array.array[int]]]
+    cpu_us: dict[str, float]
+
+    def summaries(self) -> dict[str, dict[str, Any]]:
+        out = compare_paths(self.samples)
+        for name, cpu in self.cpu_us.items():
+            if name in out:
+                out[name]["cpu_us_per_invocation"] = cpu
+        return out
+
+
 def invocation_rounds(
     run: Run, paths: dict[str, Target], size: int, plan: Rounds, what: str
-) -> dict[str, list[array.array[int]]]:
-    """Per path, the invocation times (ns) of each round; a failing path is dropped."""
+) -> Loops:
+    """Interleaved rounds of the invocation loop over ``paths``; a failing path is dropped.
+
+    The CPU time of each path's processes is read before its warm-up and after the last
+    round: the paths not being measured are idle, so it is all spent on that path's own
+    invocations.
+    """
+    cpu_before = {name: t.cpu_ns() for name, t in paths.items()}
+    count = dict.fromkeys(paths, plan.warmup)
     for name in list(paths):
         try:
             job = {"op": "loop", "size": size, "count": 0, "warmup": plan.warmup}
@@ -67,7 +90,13 @@ def invocation_rounds(
                 samples.pop(name, None)
                 continue
             samples[name].append(array.array("q", result["total"]))
-    return samples
+            count[name] += plan.per_round
+    cpu_us = {}
+    for name, target in paths.items():
+        before, after = cpu_before.get(name), target.cpu_ns()
+        if before is not None and after is not None and count[name]:
+            cpu_us[name] = round((after - before) / 1000 / count[name], 1)
+    return Loops(samples, cpu_us)
 
 
 def latency(run: Run) -> dict[str, Any]:
@@ -78,18 +107,18 @@ def latency(run: Run) -> dict[str, Any]:
         run.say(f"latency {name}: {plan.rounds} rounds x {plan.per_round} invocations per path")
         try:
             with paths_over_emulator(run, size, run.specs) as paths:
-                samples = invocation_rounds(run, paths, size, plan, f"latency {name}")
+                loops = invocation_rounds(run, paths, size, plan, f"latency {name}")
         except (StartError, WorkerError) as exc:
             run.note(f"latency {name} not measured: {exc}")
             continue
         run.raw.setdefault("latency", {})[name] = {
-            path: [s for chunk in chunks for s in chunk] for path, chunks in samples.items()
+            path: [s for chunk in chunks for s in chunk] for path, chunks in loops.samples.items()
         }
         out[name] = {
             "size": size,
             "rounds": plan.rounds,
             "per_round": plan.per_round,
-            "paths": compare_paths(samples),
+            "paths": loops.summaries(),
         }
     return out
 
@@ -203,9 +232,9 @@ def hooks(run: Run) -> dict[str, Any]:
                 )
                 run.note(f"hooks not measured: {out['skipped']}")
                 return out
-            samples = invocation_rounds(run, paths, size, plan, "hooks")
+            loops = invocation_rounds(run, paths, size, plan, "hooks")
     except (StartError, WorkerError) as exc:
         run.note(f"hooks not measured: {exc}")
         return out
-    out.update(rounds=plan.rounds, per_round=plan.per_round, paths=compare_paths(samples))
+    out.update(rounds=plan.rounds, per_round=plan.per_round, paths=loops.summaries())
     return out

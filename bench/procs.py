@@ -189,6 +189,22 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def cpu_ns(pid: int) -> int:
+    """CPU time (ns) used so far by a process tree, all threads (``/proc/*/schedstat``)."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            tasks = list(Path(f"/proc/{member}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                total += int((task / "schedstat").read_text().split()[0])
+            except (OSError, ValueError, IndexError):
+                continue
+    return total
+
+
 def memory_kib(pid: int) -> dict[str, int]:
     """``VmRSS`` and ``VmHWM`` (peak RSS) of one process, in KiB (empty if it is gone)."""
     found: dict[str, int] = {}

@@ -89,9 +89,11 @@ def latency_table(results: dict[str, Any]) -> Table | None:
             "added p99",
             "x direct",
             "added p50 per round",
+            "CPU/inv",
         ],
         "added = path percentile - direct percentile, same run, interleaved rounds; "
-        "'per round' = range of the round-by-round added medians (the run's noise).",
+        "'per round' = range of the round-by-round added medians (the run's noise); "
+        "CPU/inv = CPU µs the path's own processes spent per invocation.",
     )
     for size, block in latency.items():
         for name, s in block["paths"].items():
@@ -106,6 +108,7 @@ def latency_table(results: dict[str, Any]) -> Table | None:
                 s.get("added_p99_us"),
                 s.get("ratio_p50"),
                 _spread(s.get("added_p50_spread_us")),
+                s.get("cpu_us_per_invocation"),
             )
     return table
 
@@ -167,7 +170,7 @@ def streaming_tables(results: dict[str, Any]) -> list[Table]:
     if throughput:
         table = Table(
             "Streamed response throughput (16 KiB chunks, chunked encoding), MB/s = 10^6 B/s",
-            ["size / path", "n", "MB/s", "range", "x direct", "x relay"],
+            ["size / path", "n", "MB/s", "range", "x direct", "x relay", "CPU ms/100MiB"],
         )
         for size, block in throughput.items():
             for name, s in block["paths"].items():
@@ -178,6 +181,7 @@ def streaming_tables(results: dict[str, Any]) -> list[Table]:
                     _spread(s["mb_per_s_spread"]),
                     s.get("vs_direct"),
                     s.get("vs_relay"),
+                    s.get("cpu_ms_per_100mib"),
                 )
         tables.append(table)
     memory = streaming.get("memory")
@@ -253,7 +257,7 @@ def hooks_table(results: dict[str, Any]) -> Table | None:
     base = paths.get(FASTPROXY, {}).get("p50_us")
     table = Table(
         "Hooks: the invocation loop at 1 KiB, µs",
-        ["path", "n", "p50", "p99", "added p50", "added p99", "vs no hooks p50"],
+        ["path", "n", "p50", "p99", "added p50", "added p99", "vs no hooks p50", "CPU/inv"],
     )
     for name, s in paths.items():
         extra = round(s["p50_us"] - base, 1) if base and name not in (DIRECT, FASTPROXY) else None
@@ -265,6 +269,7 @@ def hooks_table(results: dict[str, Any]) -> Table | None:
             s.get("added_p50_us"),
             s.get("added_p99_us"),
             extra,
+            s.get("cpu_us_per_invocation"),
         )
     return table
 

@@ -81,13 +81,20 @@ def streaming(run: Run) -> dict[str, Any]:
         for size, plan in settings.stream_throughput.items():
             run.say(f"streaming {label(size)}: {plan.rounds} rounds x {plan.per_round} per path")
             streams: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+            cpu_before = {name: t.cpu_ns() for name, t in paths.items()}
             for r in range(plan.rounds):
                 for name in rotated(list(paths), r):
                     try:
                         streams[name] += _stream(run, paths[name], size, plan.per_round)
                     except WorkerError as exc:
                         drop(name, exc)
-            out["throughput"][label(size)] = _throughput(streams, paths, size)
+            block = _throughput(streams, paths, size)
+            for name, summary in block["paths"].items():
+                before, after = cpu_before.get(name), paths[name].cpu_ns()
+                if before is not None and after is not None:
+                    mib = summary["n"] * size / MIB
+                    summary["cpu_ms_per_100mib"] = round((after - before) / 1e6 / mib * 100, 1)
+            out["throughput"][label(size)] = block
 
         for name, t in targets.items():
             if name in paths:

@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from bench.procs import PYTHON, Child, StartError, child_env, free_port, tree_memory_kib
+from bench.procs import (
+    PYTHON,
+    Child,
+    StartError,
+    child_env,
+    cpu_ns,
+    free_port,
+    tree_memory_kib,
+)
 
 DIRECT: Final = "direct"
 FASTPROXY: Final = "fastproxy"
@@ -61,6 +69,10 @@ class Target:
 
     def memory_kib(self) -> dict[str, int]:
         return tree_memory_kib(self.child.pid) if self.child is not None else {}
+
+    def cpu_ns(self) -> int | None:
+        """CPU time used so far by the path's processes (None for the direct path)."""
+        return cpu_ns(self.child.pid) if self.child is not None else None
 
     def alive(self) -> bool:
         return self.child is None or self.child.alive()
