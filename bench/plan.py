@@ -66,7 +66,7 @@ QUICK: Final = Settings(
         1 * KIB: Rounds(10, 200, 300),
         64 * KIB: Rounds(8, 60, 40),
         1 * MIB: Rounds(6, 12, 5),
-        6 * MIB: Rounds(4, 4, 2),
+        6 * MIB: Rounds(5, 4, 2),
     },
     concurrency_levels=(1, 4, 16),
     concurrency_rounds=2,
