@@ -209,13 +209,17 @@ def serve(
             f"architecture ({os.uname().machine}): fastproxy layer build --arch ... --python ...",
         ) from None
 
-    # ---- Hooks (FASTPROXY_HOOKS) ---------------------------------------------------------
-    # Hook loading belongs here: after register (init/error needs the identifier) and before
-    # the first event/next (init is still open, so a failure fails the init visibly). Report a
-    # hook that cannot be imported or configured with
-    #     raise StartupFailure(ERROR_HOOKS_INVALID, "<which hook, why, what to change>")
-    # and pass the loaded hooks to ProxyServer.
-    # ----------------------------------------------------------------------------------------
+    # Hooks load after register (init/error needs the identifier) and before the first
+    # event/next (init is still open), so a hook that cannot load fails the init visibly.
+    hooks = None
+    if os.environ.get(api.ENV_HOOKS, "").strip():
+        from fastproxy.hooks.loader import chain_from_env
+        from fastproxy.hooks.settings import HookConfigError
+
+        try:
+            hooks = chain_from_env(os.environ)
+        except HookConfigError as exc:
+            raise StartupFailure(ERROR_HOOKS_INVALID, str(exc)) from None
 
     route_stdlib_logging(log.level)
     loop = new_event_loop(config.loop)
@@ -227,7 +231,7 @@ def serve(
             machine=os.uname().machine,
         )
     try:
-        server = ProxyServer(config, sock)
+        server = ProxyServer(config, sock, hooks)
         return loop.run_until_complete(_lifecycle(server, client, log))
     finally:
         loop.close()

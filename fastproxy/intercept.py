@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Final
 from fastproxy import runtime_api as api
 from fastproxy._h11 import Headers, h11
 from fastproxy.headers import RESPONSE_DROP, end_to_end
-from fastproxy.hooks.api import ErrorReport, Event, InvocationContext, Reject, Response
+from fastproxy.hooks.api import ErrorReport, Event, InvocationContext, Response
 from fastproxy.hooks.chain import HookChain, HookFailure, StreamPipeline
 from fastproxy.upstream_call import UpstreamCallError, call
 
@@ -202,12 +202,8 @@ class EventExchange(HookedExchange):
                     body = result.body
                     conn.deliver(200, _wire(result.headers), body, reply.reason)
                     return
-                error_type, message = (
-                    (result.error_type, result.message)
-                    if isinstance(result, Reject)
-                    else (result.error_type, f"fastproxy hook {result.hook} failed: {result}")
-                )
-                await self._refuse(context, text, error_type, message)
+                # A Reject, or a HookFailure under the closed policy: same answer upstream.
+                await self._refuse(context, text, result.error_type, result.message)
         except UpstreamCallError as exc:
             conn.fail(502, exc.error_type, str(exc))
 
@@ -278,8 +274,7 @@ class BufferedResponseExchange(HookedExchange):
         kind = b"/response"
         if isinstance(result, HookFailure):
             error_type = result.error_type
-            body = json.dumps({"errorMessage": f"fastproxy hook {result.hook} failed: {result}",
-                               "errorType": error_type}).encode()  # fmt: skip
+            body = json.dumps({"errorMessage": result.message, "errorType": error_type}).encode()
             headers = [(k, v) for k, v in _wire(text) if k.lower() != b"content-type"]
             headers += [
                 (b"Content-Type", b"application/json"),
@@ -328,7 +323,7 @@ class StreamExchange(HookedExchange):
             try:
                 self.pipeline = self.chain.open_stream(self.context, _text(request.headers))
             except HookFailure as failure:
-                self.conn.fail(502, failure.error_type, f"fastproxy hook failed: {failure}")
+                self.conn.fail(502, failure.error_type, failure.message)
                 return
         if self.pipeline is not None:
             # Hooks may change lengths: the body goes upstream chunked whatever its framing.
@@ -361,7 +356,7 @@ class StreamExchange(HookedExchange):
             self.conn.pipe(event)
         except HookFailure as failure:
             self.pipeline = None
-            self.conn.fail(502, failure.error_type, f"fastproxy hook failed: {failure}")
+            self.conn.fail(502, failure.error_type, failure.message)
 
     def _note_trailers(self, event: h11.EndOfMessage) -> None:
         value = _header(event.headers, api.H_ERROR_TYPE.lower().encode())
@@ -387,6 +382,7 @@ class ErrorExchange(HookedExchange):
         self.contexts = contexts
         self.copy: list[bytes] = []
         self.size = 0
+        self.report: ErrorReport | None = None
         if context is not None:
             context.response_started_ns = time.monotonic_ns()
 
@@ -399,18 +395,24 @@ class ErrorExchange(HookedExchange):
         elif self.chain.has_error_hooks:
             headers = self.request.headers
             error_type = _header(headers, api.H_ERROR_TYPE.lower().encode())
-            report = ErrorReport(
+            self.report = ErrorReport(
                 "init" if self.kind == "init" else "invocation", self.context, _text(headers),
                 b"".join(self.copy), error_type.decode("latin-1") if error_type else None,
             )  # fmt: skip
-            self.observe(self.chain.run_error(report))
         self.conn.pipe(event)
 
     def finished(self) -> None:
-        context = self.context
+        # One task, so the error hooks always see the report before the end hooks run.
+        self.observe(self._observe(self.report, self.context, self.status))
+        if self.context is not None and self.contexts is not None:
+            self.contexts.pop(self.context.request_id)
+
+    async def _observe(
+        self, report: ErrorReport | None, context: InvocationContext | None, status: int
+    ) -> None:
+        if report is not None:
+            await self.chain.run_error(report)
         if context is not None and self.chain.has_end_hooks:
             value = _header(self.request.headers, api.H_ERROR_TYPE.lower().encode())
             error_type = value.decode("latin-1") if value else "Unknown"
-            self.observe(self.chain.run_response_end(context, self.status, error_type))
-        if context is not None and self.contexts is not None:
-            self.contexts.pop(context.request_id)
+            await self.chain.run_response_end(context, status, error_type)
