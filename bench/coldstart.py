@@ -25,7 +25,7 @@ from typing import Any, Final
 
 from bench.client import RuntimeClient
 from bench.plan import Run
-from bench.procs import PYTHON, REPO, Child, StartError, child_env, free_port
+from bench.procs import PYTHON, REPO, Child, StartError, child_env, connect_listening, free_port
 from bench.stats import median
 from bench.targets import Target, start_sink
 
@@ -64,11 +64,9 @@ def _connect_when_listening(child: Child, port: int) -> tuple[socket.socket, int
     """Connect as soon as the port listens; returns the socket and when that happened."""
     deadline = time.monotonic() + START_TIMEOUT_S
     while True:
-        try:
-            sock = socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT_S)
+        sock = connect_listening(port, START_TIMEOUT_S)
+        if sock is not None:
             return sock, time.perf_counter_ns()
-        except OSError:
-            pass
         if not child.alive():
             raise StartError(f"{child.name} exited with status {child.proc.poll()}{child.output()}")
         if time.monotonic() > deadline:
@@ -159,13 +157,12 @@ def import_breakdown(argv: list[str], env: dict[str, str], port: int | None) -> 
                 port = int(found.group(1))
             deadline = time.monotonic() + START_TIMEOUT_S
             while True:  # the first event through the proxy means every import is done
-                try:
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=START_TIMEOUT_S)
+                sock = connect_listening(port, START_TIMEOUT_S)
+                if sock is not None:
                     break
-                except OSError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        raise StartError(f"{' '.join(argv)} did not start") from None
-                    time.sleep(0.001)
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise StartError(f"{' '.join(argv)} did not start")
+                time.sleep(0.001)
             _first_next(sock, port)
         finally:
             proc.terminate()

@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=COMMAND",
-        help="another proxy in the same run: a command with {port} and {upstream}, e.g. "
-        "--peer old='python -m fastproxy serve --port {port} --upstream {upstream}'",
+        help="another proxy in the same run: a command with {port} and {upstream} (and "
+        "{python}, this interpreter), e.g. --peer old='{python} -m fastproxy serve "
+        "--port {port} --upstream {upstream}'",
     )
     parser.add_argument(
         "--only",
@@ -159,7 +160,7 @@ def main(argv: list[str]) -> int:
             "CPUs): figures are noisier than on a quiet machine"
         )
     results["duration_s"] = round(time.monotonic() - started, 1)
-    results["notes"] = run.notes
+    results["notes"] = list(dict.fromkeys(run.notes))  # once each, in order
     results["targets_check"] = targets_check(results)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")

@@ -34,19 +34,23 @@ def write_plots(results: dict[str, Any], raw: dict[str, Any], directory: Path) -
         sizes = list(latency)
         fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), squeeze=False)
         for ax, size in zip(axes[0], sizes, strict=True):
+            right = 0.0
             for i, (name, samples) in enumerate(latency[size].items()):
                 ordered = sorted(s / 1000 for s in samples)
                 if not ordered:
                     continue
                 fraction = [(k + 1) / len(ordered) for k in range(len(ordered))]
                 ax.plot(ordered, fraction, label=name, color=_colour(name, i), linewidth=1.4)
+                right = max(right, ordered[int(0.99 * (len(ordered) - 1))])
+            if right:
+                ax.set_xlim(right=right * 1.1)  # the top 1 % is in the tables
             ax.set_title(f"{size} event + {size} response")
             ax.set_xlabel("invocation time, µs")
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
-        axes[0][0].set_ylabel("share of invocations (CDF)")
+        axes[0][0].set_ylabel("share of invocations (CDF, up to p99)")
         axes[0][-1].legend(loc="lower right", fontsize=8)
         fig.suptitle(f"Runtime loop latency, direct vs through each proxy ({machine})")
         fig.tight_layout()

@@ -45,6 +45,22 @@ def free_port() -> int:
         return port
 
 
+def connect_listening(port: int, timeout: float = 1.0) -> socket.socket | None:
+    """A connection to ``127.0.0.1:port`` if something listens there, else ``None``.
+
+    Polling a closed port in the ephemeral range can make Linux connect the socket to
+    itself (TCP simultaneous open); such a connection is not a listener and is refused here.
+    """
+    try:
+        sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    except OSError:
+        return None
+    if sock.getsockname() == sock.getpeername():
+        sock.close()
+        return None
+    return sock
+
+
 class Child:
     """A process under test, its output drained by a thread (kept: the last lines)."""
 
@@ -141,13 +157,12 @@ class Child:
                 self._reader.join(1.0)
                 raise StartError(
                     f"{self.name}: exited with status {self.proc.returncode} before it "
-                    f"listened on port {port}{self.output()}"
+                    f"listened{self.output()}"
                 )
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1.0).close()
+            sock = connect_listening(port)
+            if sock is not None:
+                sock.close()
                 return
-            except OSError:
-                pass
             if time.monotonic() > deadline:
                 self.stop()
                 raise StartError(f"{self.name}: port {port} not open after {timeout:.0f} s")

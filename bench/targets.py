@@ -137,6 +137,7 @@ def launch(spec: TargetSpec, upstream: str) -> Target:
         child = Child(spec.name, argv, ready=None)
         return Target(spec.name, "127.0.0.1", port, child, workdir)
     command = spec.template.replace("{port}", str(port)).replace("{upstream}", upstream)
+    command = command.replace("{python}", shlex.quote(PYTHON))
     child = Child(spec.name, shlex.split(command), ready=None, env=child_env(spec.env))
     return Target(spec.name, "127.0.0.1", port, child)
 
