@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import meta
 from bench.plan import DEFAULT_HOOKS, FULL, QUICK, SCENARIOS, Run
-from bench.report import render, targets_check
+from bench.report import headline, render, targets_check
 from bench.targets import DIRECT, FASTPROXY, NGINX, RELAY, default_specs
 from bench.workers import WorkerPool
 
@@ -181,11 +181,17 @@ def report_main(argv: list[str]) -> int:
     )
     parser.add_argument("file")
     parser.add_argument("--markdown", action="store_true")
+    parser.add_argument(
+        "--headline", action="store_true", help="only the README's compact tables (Markdown)"
+    )
     args = parser.parse_args(argv)
     try:
         results = json.loads(Path(args.file).read_text())
     except (OSError, ValueError) as exc:
         print(f"bench report: error: cannot read {args.file}: {exc}", file=sys.stderr)
         return 2
-    print(render(results, markdown=args.markdown), end="")
+    if args.headline:
+        print(headline(results), end="")
+    else:
+        print(render(results, markdown=args.markdown), end="")
     return 0
