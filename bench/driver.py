@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from bench import meta
+from bench.headline import headline
 from bench.plan import DEFAULT_HOOKS, FULL, QUICK, SCENARIOS, Run
-from bench.report import headline, render, targets_check
+from bench.report import render, targets_check
 from bench.targets import DIRECT, FASTPROXY, NGINX, RELAY, default_specs
 from bench.workers import WorkerPool
 
