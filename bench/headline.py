@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import _cell, _mib, targets_check
+from bench.report import cell, to_mib, targets_check
 from bench.targets import DIRECT, FASTPROXY, NGINX, RELAY
 
 
@@ -33,16 +33,16 @@ def headline(results: dict[str, Any]) -> str:
     def added(s: dict[str, Any]) -> str:
         if "added_p50_us" not in s:
             return "-"
-        return f"{_cell(s['added_p50_us'])} µs ({_cell(s.get('added_p90_us'))})"
+        return f"{cell(s['added_p50_us'])} µs ({cell(s.get('added_p90_us'))})"
 
     def cpu(s: dict[str, Any]) -> str:
-        return f"{_cell(s.get('cpu_us_per_invocation'))} µs"
+        return f"{cell(s.get('cpu_us_per_invocation'))} µs"
 
     latency = results.get("latency") or {}
     for size, block in latency.items():
         p = block["paths"]
         row = _paths_row(f"{size} event + {size} response", p, added, three)
-        out.append(row[:-1] + f"| {_cell(p[DIRECT]['p50_us'])} µs |")
+        out.append(row[:-1] + f"| {cell(p[DIRECT]['p50_us'])} µs |")
     out += ["", "| CPU per invocation | fastproxy | relay | nginx |", "|---|---:|---:|---:|"]
     for size, block in latency.items():
         out.append(_paths_row(size, block["paths"], cpu, three))
@@ -55,16 +55,16 @@ def headline(results: dict[str, Any]) -> str:
         row = _paths_row(
             "first byte: delay added (p50)",
             first,
-            lambda s: f"+{_cell(s.get('added_p50_us'))} µs",
+            lambda s: f"+{cell(s.get('added_p50_us'))} µs",
             three,
         )
-        out.append(row[:-1] + f"| {_cell(first[DIRECT]['p50_us'])} µs |")
+        out.append(row[:-1] + f"| {cell(first[DIRECT]['p50_us'])} µs |")
     for size, block in (streaming.get("throughput") or {}).items():
-        fmt = lambda s: f"{_cell(s.get('mb_per_s'))} MB/s"  # noqa: E731
+        fmt = lambda s: f"{cell(s.get('mb_per_s'))} MB/s"  # noqa: E731
         out.append(_paths_row(f"{size} streamed", block["paths"], fmt, (*three, DIRECT)))
     memory = (streaming.get("memory") or {}).get("paths", {})
     if memory:
-        fmt = lambda m: f"{_cell(_mib(m.get('idle_kib')))} / {_cell(_mib(m.get('peak_kib')))} MiB"  # noqa: E731
+        fmt = lambda m: f"{cell(to_mib(m.get('idle_kib')))} / {cell(to_mib(m.get('peak_kib')))} MiB"  # noqa: E731
         out.append(_paths_row("RSS idle / peak over all streams", memory, fmt, three) + " |")
 
     levels = results.get("concurrency") or {}
@@ -72,7 +72,7 @@ def headline(results: dict[str, Any]) -> str:
         out += ["", "| invocations per second | fastproxy | relay | nginx | direct |"]
         out.append("|---|---:|---:|---:|---:|")
         for workers, block in levels.items():
-            fmt = lambda s: f"{_cell(s.get('throughput_per_s'))}"  # noqa: E731
+            fmt = lambda s: f"{cell(s.get('throughput_per_s'))}"  # noqa: E731
             out.append(
                 _paths_row(f"{workers} runtime workers", block["paths"], fmt, (*three, DIRECT))
             )
@@ -87,13 +87,13 @@ def headline(results: dict[str, Any]) -> str:
         out.append("|---|---:|---:|---:|")
         if ext:
             out.append(
-                f"| `{ext['command']}` | {_cell(ext.get('listening_ms'))} | "
-                f"{_cell(ext.get('register_ms'))} | {_cell(ext.get('first_event_ms'))} |"
+                f"| `{ext['command']}` | {cell(ext.get('listening_ms'))} | "
+                f"{cell(ext.get('register_ms'))} | {cell(ext.get('first_event_ms'))} |"
             )
         if serve:
             out.append(
-                f"| `{serve['command']}` (ready line) | {_cell(serve.get('ready_ms'))} | - | "
-                f"{_cell(serve.get('first_event_ms'))} |"
+                f"| `{serve['command']}` (ready line) | {cell(serve.get('ready_ms'))} | - | "
+                f"{cell(serve.get('first_event_ms'))} |"
             )
 
     hooks = (results.get("hooks") or {}).get("paths", {})
@@ -104,7 +104,7 @@ def headline(results: dict[str, Any]) -> str:
         out.append(f"| none | - | {cpu(base)} |")
         for name, s in hooks.items():
             if name.startswith(f"{FASTPROXY}["):
-                extra = _cell(round(s["p50_us"] - base["p50_us"], 1))
+                extra = cell(round(s["p50_us"] - base["p50_us"], 1))
                 out.append(f"| `{name[len(FASTPROXY) + 1 : -1]}` | +{extra} µs | {cpu(s)} |")
 
     out += ["", "| target | measured | |", "|---|---|---|"]

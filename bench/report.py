@@ -22,7 +22,7 @@ class Table:
         self.rows: list[list[str]] = []
 
     def add(self, *cells: object) -> None:
-        self.rows.append([_cell(c) for c in cells])
+        self.rows.append([cell(c) for c in cells])
 
     def text(self) -> str:
         widths = [len(h) for h in self.headers]
@@ -52,7 +52,7 @@ class Table:
         return "\n".join(out)
 
 
-def _cell(value: object) -> str:
+def cell(value: object) -> str:
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -65,10 +65,10 @@ def _cell(value: object) -> str:
 
 
 def _spread(pair: list[float] | None) -> str:
-    return f"{_cell(pair[0])}..{_cell(pair[1])}" if pair else "-"
+    return f"{cell(pair[0])}..{cell(pair[1])}" if pair else "-"
 
 
-def _mib(kib: int | None) -> float | None:
+def to_mib(kib: int | None) -> float | None:
     return None if kib is None else round(kib / 1024, 1)
 
 
@@ -194,9 +194,9 @@ def streaming_tables(results: dict[str, Any]) -> list[Table]:
         for name, m in memory["paths"].items():
             table.add(
                 name,
-                _mib(m.get("start_kib")),
-                _mib(m.get("idle_kib")),
-                _mib(m.get("peak_kib")),
+                to_mib(m.get("start_kib")),
+                to_mib(m.get("idle_kib")),
+                to_mib(m.get("peak_kib")),
                 m.get("processes"),
             )
         tables.append(table)
@@ -210,7 +210,7 @@ def coldstart_tables(results: dict[str, Any]) -> list[Table]:
     table = Table(
         "Cold start, ms from exec (median of runs, range)",
         ["command", "runs", "listening", "register", "ready line", "first /next served"],
-        f"python -c pass alone: {_cell(cold.get('python_startup_ms'))} ms",
+        f"python -c pass alone: {cell(cold.get('python_startup_ms'))} ms",
     )
     imports = []
     for key in ("extension", "serve"):
@@ -221,7 +221,7 @@ def coldstart_tables(results: dict[str, Any]) -> list[Table]:
         def both(name: str, block: dict[str, Any] = block) -> str:
             if name not in block:
                 return "-"
-            return f"{_cell(block[name])} ({_spread(block.get(name + '_spread'))})"
+            return f"{cell(block[name])} ({_spread(block.get(name + '_spread'))})"
 
         table.add(
             block["command"],
@@ -238,7 +238,7 @@ def coldstart_tables(results: dict[str, Any]) -> list[Table]:
         t = Table(
             f"Import time of `{command}` (-X importtime), ms",
             ["import", "cumulative ms"],
-            f"total of top-level imports: {_cell(found['total_ms'])} ms; with -X importtime "
+            f"total of top-level imports: {cell(found['total_ms'])} ms; with -X importtime "
             "itself adding overhead",
         )
         for name, ms in found["top_level_ms"].items():
@@ -319,7 +319,7 @@ def targets_check(results: dict[str, Any]) -> list[dict[str, Any]]:
     goal = f"proxy RSS < {RSS_BUDGET_MIB:.0f} MiB throughout a 200 MiB stream"
     if memory and memory.get("peak_kib"):
         peak = memory["peak_kib"] / 1024
-        text = f"peak {peak:.1f} MiB (idle {_cell(_mib(memory.get('idle_kib')))} MiB)"
+        text = f"peak {peak:.1f} MiB (idle {cell(to_mib(memory.get('idle_kib')))} MiB)"
         check(goal, text, peak < RSS_BUDGET_MIB)
     else:
         check(goal, "not measured", None)
