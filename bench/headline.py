@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import cell, to_mib, targets_check
+from bench.report import cell, targets_check, to_mib
 from bench.targets import DIRECT, FASTPROXY, NGINX, RELAY
 
 
