@@ -40,13 +40,6 @@ def paths_over_emulator(
         emulator.stop()
 
 
-def _drop(run: Run, paths: dict[str, Target], name: str, what: str, error: Exception) -> None:
-    if name == DIRECT:
-        raise error
-    run.note(f"{name} failed during {what} and was dropped from it: {error}")
-    paths.pop(name, None)
-
-
 @dataclass
 class Loops:
     """Per path, the invocation times (ns) of each round, and its CPU time per invocation."""
@@ -78,7 +71,7 @@ def invocation_rounds(
             job = {"op": "loop", "size": size, "count": 0, "warmup": plan.warmup}
             run.pool.one({**job, "address": paths[name].address})
         except WorkerError as exc:
-            _drop(run, paths, name, what, exc)
+            run.drop(paths, name, what, exc)
     samples: dict[str, list[array.array[int]]] = {name: [] for name in paths}
     for r in range(plan.rounds):
         for name in rotated(list(paths), r):
@@ -86,7 +79,7 @@ def invocation_rounds(
             try:
                 result = run.pool.one({**job, "count": plan.per_round})
             except WorkerError as exc:
-                _drop(run, paths, name, what, exc)
+                run.drop(paths, name, what, exc)
                 samples.pop(name, None)
                 continue
             samples[name].append(array.array("q", result["total"]))
@@ -140,7 +133,7 @@ def concurrency(run: Run) -> dict[str, Any]:
                     try:
                         _timed(run, paths[name], workers, size, 0.1)
                     except WorkerError as exc:
-                        _drop(run, paths, name, f"concurrency {workers}", exc)
+                        run.drop(paths, name, f"concurrency {workers}", exc)
                 counts: dict[str, list[float]] = {name: [] for name in paths}
                 rounds: dict[str, list[array.array[int]]] = {name: [] for name in paths}
                 for r in range(settings.concurrency_rounds):
@@ -148,7 +141,7 @@ def concurrency(run: Run) -> dict[str, Any]:
                         try:
                             results = _timed(run, paths[name], workers, size, seconds)
                         except WorkerError as exc:
-                            _drop(run, paths, name, f"concurrency {workers}", exc)
+                            run.drop(paths, name, f"concurrency {workers}", exc)
                             counts.pop(name, None)
                             rounds.pop(name, None)
                             continue

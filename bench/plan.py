@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from bench.targets import TargetSpec
+from bench.targets import DIRECT, TargetSpec
 from bench.workers import WorkerPool
 
 KIB: Final = 1024
@@ -144,3 +144,10 @@ class Run:
     def note(self, message: str) -> None:
         self.notes.append(message)
         self.say(f"note: {message}")
+
+    def drop(self, paths: dict[str, Any], name: str, what: str, error: Exception) -> None:
+        """Take a failed path out of the scenario (a failed direct path ends the scenario)."""
+        if name == DIRECT:
+            raise error
+        self.note(f"{name} failed during {what} and was dropped from it: {error}")
+        paths.pop(name, None)

@@ -48,18 +48,12 @@ def streaming(run: Run) -> dict[str, Any]:
             name: {"start_kib": t.memory_kib().get("VmRSS")} for name, t in targets.items()
         }
 
-        def drop(name: str, exc: Exception) -> None:
-            if name == DIRECT:
-                raise exc
-            run.note(f"{name} failed while streaming and was dropped: {exc}")
-            paths.pop(name, None)
-
         run.say("streaming: warm-up")
         for name in list(paths):
             try:
                 _stream(run, paths[name], MIB, settings.stream_ttfb.warmup or 1)
             except WorkerError as exc:
-                drop(name, exc)
+                run.drop(paths, name, "streaming", exc)
         for name, t in targets.items():
             if name in paths:
                 memory[name]["idle_kib"] = t.memory_kib().get("VmRSS")
@@ -74,7 +68,7 @@ def streaming(run: Run) -> dict[str, Any]:
                         run, paths[name], TTFB_SIZE, plan.per_round, gap_s=settings.stream_gap_s
                     )
                 except WorkerError as exc:
-                    drop(name, exc)
+                    run.drop(paths, name, "streaming", exc)
         out["first_byte"] = _first_byte(ttfb, paths, settings.stream_gap_s)
 
         out["throughput"] = {}
@@ -87,7 +81,7 @@ def streaming(run: Run) -> dict[str, Any]:
                     try:
                         streams[name] += _stream(run, paths[name], size, plan.per_round)
                     except WorkerError as exc:
-                        drop(name, exc)
+                        run.drop(paths, name, "streaming", exc)
             block = _throughput(streams, paths, size)
             for name, summary in block["paths"].items():
                 before, after = cpu_before.get(name), paths[name].cpu_ns()
@@ -114,7 +108,7 @@ def streaming(run: Run) -> dict[str, Any]:
             try:
                 (one,) = _stream(run, paths[name], settings.timeline_size, 1, timeline=True)
             except WorkerError as exc:
-                drop(name, exc)
+                run.drop(paths, name, "streaming", exc)
                 continue
             start = one["start_ns"]
             timelines[name] = [((t - start) / 1e6, n) for t, n in one["timeline"] or ()]
