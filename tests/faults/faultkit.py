@@ -497,7 +497,8 @@ def parse_reply(raw: bytes, method: str = "GET", closed: bool = True) -> Parsed:
     client = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
     client.send(h11.Request(method=method, target="/", headers=[("Host", "x")]))
     client.send(h11.EndOfMessage())
-    client.receive_data(raw)
+    if raw:
+        client.receive_data(raw)  # b"" would mean EOF to h11
     if closed:
         client.receive_data(b"")
     parsed = Parsed()
