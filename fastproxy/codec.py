@@ -1,8 +1,13 @@
-"""Choosing the HTTP/1.1 connection implementation behind the proxy's protocols.
+"""Choosing the HTTP/1.1 implementation behind the proxy's protocols (``FASTPROXY_CODEC``).
 
-``fast`` (the default) is ``fastproxy.http1.Connection``; ``h11`` is ``h11.Connection`` itself
-(the mypyc build when installed). Both speak the same interface and emit h11's events, so the
-proxy code is identical and the test suite runs against both (``FASTPROXY_CODEC``).
+- ``fast`` (the default): plain messages are relayed byte for byte by the raw fast path
+  (``rawhttp.py``); everything else goes through ``fastproxy.http1.Connection``;
+- ``lean``: every message goes through ``fastproxy.http1.Connection``;
+- ``h11``: every message goes through ``h11.Connection`` itself (the mypyc build when
+  installed).
+
+``http1.Connection`` and ``h11.Connection`` speak the same interface and emit h11's events,
+so the proxy code is identical; the test suite runs against all three.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from typing import Final, Protocol
 from fastproxy import http1
 from fastproxy._h11 import h11
 
-CODECS: Final = ("fast", "h11")
+CODECS: Final = ("fast", "lean", "h11")
 
 
 class HttpConnection(Protocol):
@@ -35,6 +40,9 @@ class HttpConnection(Protocol):
     def send_with_data_passthrough(self, event: http1.SendEvent) -> list[bytes] | None: ...
 
     def start_next_cycle(self) -> None: ...
+
+    # Only http1.Connection has it; only the raw fast path (never on h11) calls it.
+    def idle(self) -> bool: ...
 
 
 def selected() -> str:
@@ -58,3 +66,6 @@ def client_connection(max_head_bytes: int) -> HttpConnection:
 
 
 _CODEC: Final = selected()
+RAW_PATH: Final = _CODEC == "fast"
+# http1.Connection refuses Transfer-Encoding with Content-Length itself; h11 accepts it.
+CHECK_FRAMING: Final = _CODEC == "h11"

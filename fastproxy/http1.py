@@ -183,6 +183,15 @@ class Connection:
         self._out_mode = _NONE
         self._out_left = 0
 
+    def idle(self) -> bool:
+        """Between exchanges with nothing buffered: the raw fast path may take the next one."""
+        return (
+            self.their_state is IDLE
+            and self.our_state is IDLE
+            and self._pos >= len(self._buf)
+            and not self._eof
+        )
+
     # -- receiving ---------------------------------------------------------------------
 
     def receive_data(self, data: bytes) -> None:

@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastproxy import errors
 from fastproxy._h11 import Headers, h11
-from fastproxy.codec import server_connection
+from fastproxy.codec import CHECK_FRAMING, RAW_PATH, server_connection
 from fastproxy.config import ProxyConfig
 from fastproxy.headers import REQUEST_DROP, RESPONSE_DROP, count, end_to_end
+from fastproxy.rawhttp import parse_request
 from fastproxy.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection, UpstreamPool
 
 if TYPE_CHECKING:
@@ -57,6 +58,11 @@ _CONNECTING = 2  # the upstream connection is being opened
 _UPSTREAM_FULL = 4  # the upstream socket's write buffer is above its high-water mark
 
 
+def _both_framings(headers: Headers) -> bool:
+    names = {name for _, name, _ in headers._full_items}
+    return b"transfer-encoding" in names and b"content-length" in names
+
+
 class DownstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_out",
@@ -67,6 +73,9 @@ class DownstreamConnection(asyncio.Protocol):
         "long_poll",
         "pause_reasons",
         "pending",
+        "raw",
+        "raw_enabled",
+        "raw_left",
         "request_done",
         "response_started",
         "server",
@@ -91,6 +100,10 @@ class DownstreamConnection(asyncio.Protocol):
         self.closed = False
         self.pause_reasons = 0
         self.write_paused = False
+        # The raw fast path (rawhttp.py): plain exchanges relayed byte for byte.
+        self.raw_enabled = server.raw_path
+        self.raw = False  # the current exchange is on the raw path
+        self.raw_left = 0  # request body bytes still to relay raw
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -106,10 +119,82 @@ class DownstreamConnection(asyncio.Protocol):
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self.raw:
+            left = self.raw_left
+            if left:
+                up = self.upstream
+                if len(data) <= left:
+                    self.raw_left = left - len(data)
+                    self.request_done = not self.raw_left
+                    if up is not None:
+                        up.write_raw(data)
+                    return
+                self.raw_left = 0
+                self.request_done = True
+                if up is not None:
+                    up.write_raw(data[:left])
+                data = data[left:]
+            # A pipelined request: the general path takes it once this exchange is over.
+            self.conn.receive_data(data)
+            self._pause(_PIPELINED)
+            return
+        if self.raw_enabled and not self.active and self.conn.idle() and self._raw_request(data):
+            return
         self.conn.receive_data(data)
         self._process()
 
+    def _raw_request(self, data: bytes) -> bool:
+        """Start a plain exchange on the raw path; False leaves it to the general path."""
+        server = self.server
+        head = parse_request(data, server.config.max_head_bytes)
+        if head is None:
+            return False
+        end = head.end + head.length
+        if len(data) > end:
+            return False  # pipelined bytes: the general path orders them
+        up = server.pool.acquire_idle()
+        if up is None:
+            return False  # opening a connection is the general path's job
+        self.active = True
+        self.raw = True
+        self.response_started = False
+        self.long_poll = head.method == b"GET"
+        self.raw_left = end - len(data)
+        self.request_done = not self.raw_left
+        server.requests += 1
+        self.upstream = up
+        if up.write_paused:
+            self._pause(_UPSTREAM_FULL)
+        if self.write_paused:
+            up.set_reading(False)
+        up.start_raw(self, head.method, data)
+        return True
+
+    def raw_write(self, parts: list[bytes]) -> None:
+        self.response_started = True
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.writelines(parts)
+
+    def raw_response_done(self) -> None:
+        self.upstream = None
+        self.raw = False
+        self._exchange_over()
+        if not self.request_done or self.server.draining:
+            # The Runtime API answered before the runtime finished sending: this connection
+            # is out of step and cannot carry another request.
+            self._close()
+            return
+        if self.pause_reasons:
+            self._resume(_PIPELINED | _UPSTREAM_FULL)
+        if not self.conn.idle():
+            self._process()  # a pipelined request or the runtime's end of input
+
     def eof_received(self) -> bool:
+        if self.raw and self.raw_left:
+            # The runtime stopped in the middle of a body: truncate upstream, never complete.
+            self._answer_error(400, errors.BAD_REQUEST, "the request body was cut short")
+            return False
         # A half-close after a complete request means "no more requests", not "abort":
         # keep the transport open so the response can still be written.
         self.conn.receive_data(b"")
@@ -196,6 +281,13 @@ class DownstreamConnection(asyncio.Protocol):
                 431,
                 errors.HEADERS_TOO_LARGE,
                 f"more than {self.server.config.max_headers} header fields",
+            )
+            return False
+        if CHECK_FRAMING and _both_framings(headers):
+            # h11 reads such a request by its Transfer-Encoding; forwarding both fields would
+            # let the next hop read it differently (request smuggling). Never forward it.
+            self._answer_error(
+                400, errors.BAD_REQUEST, "both Transfer-Encoding and Content-Length in a request"
             )
             return False
         conn = self.conn
@@ -329,6 +421,7 @@ class DownstreamConnection(asyncio.Protocol):
 
     def upstream_failed(self, reason: str, error_type: str) -> None:
         self.upstream = None
+        self.raw = False
         if not self.active:
             return
         if not self.response_started:
@@ -497,6 +590,7 @@ class ProxyServer:
         self.sock = sock
         # None keeps every exchange on the pass-through path (no hook machinery at all).
         self.hooks = hooks
+        self.raw_path = RAW_PATH and hooks is None
         self.hook_tasks: set[asyncio.Task[None]] = set()
         if hooks is not None:
             from fastproxy import intercept

@@ -20,6 +20,7 @@ import select
 import socket
 from typing import Protocol, cast
 
+from fastproxy import rawhttp
 from fastproxy._h11 import h11
 from fastproxy.codec import client_connection
 from fastproxy.config import ProxyConfig
@@ -29,6 +30,7 @@ from fastproxy.errors import UPSTREAM_CLOSED, UPSTREAM_PROTOCOL
 WRITE_HIGH_WATER = 64 * 1024
 WRITE_LOW_WATER = 16 * 1024
 CONNECT_TIMEOUT_S = 5.0
+MAX_CHUNK_LINE = 4096
 
 _Data = h11.Data
 _Response = h11.Response
@@ -49,6 +51,16 @@ class Exchange(Protocol):
     def upstream_writable(self, writable: bool) -> None: ...
 
 
+class RawExchange(Exchange, Protocol):
+    """The downstream side of an exchange relayed by the raw fast path."""
+
+    request_done: bool
+
+    def raw_write(self, parts: list[bytes]) -> None: ...
+
+    def raw_response_done(self) -> None: ...
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_fd",
@@ -57,6 +69,14 @@ class UpstreamConnection(asyncio.Protocol):
         "exchange",
         "lost",
         "pool",
+        "raw_buf",
+        "raw_exchange",
+        "raw_framing",
+        "raw_in_body",
+        "raw_keep",
+        "raw_left",
+        "raw_method",
+        "raw_scanner",
         "reading_paused",
         "transport",
         "write_paused",
@@ -72,6 +92,15 @@ class UpstreamConnection(asyncio.Protocol):
         self.lost = False
         self.reading_paused = False
         self.write_paused = False
+        # Raw fast path state (see rawhttp.py); raw_method is None in codec mode.
+        self.raw_exchange: RawExchange | None = None
+        self.raw_method: bytes | None = None
+        self.raw_buf = b""
+        self.raw_in_body = False  # the response head was relayed; body bytes follow
+        self.raw_framing = 0
+        self.raw_left = 0
+        self.raw_keep = True
+        self.raw_scanner: rawhttp.ChunkScanner | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -90,6 +119,9 @@ class UpstreamConnection(asyncio.Protocol):
                 pass
 
     def data_received(self, data: bytes) -> None:
+        if self.raw_method is not None:
+            self._raw_received(data)
+            return
         conn = self.conn
         conn.receive_data(data)
         exchange = self.exchange
@@ -101,7 +133,12 @@ class UpstreamConnection(asyncio.Protocol):
             try:
                 event = conn.next_event()
             except h11.RemoteProtocolError as exc:
-                self._fail(f"malformed response from the Runtime API: {exc}", UPSTREAM_PROTOCOL)
+                if not data:  # at the end of input: the server closed mid-message
+                    self._fail(
+                        "the Runtime API closed the connection mid-response", UPSTREAM_CLOSED
+                    )
+                else:
+                    self._fail(f"malformed response from the Runtime API: {exc}", UPSTREAM_PROTOCOL)
                 return
             kind = type(event)
             if kind is _Data or kind is _Response:
@@ -124,6 +161,12 @@ class UpstreamConnection(asyncio.Protocol):
         exchange.upstream_flush()
 
     def eof_received(self) -> bool | None:
+        if self.raw_method is not None:
+            if self.raw_framing == rawhttp.UNTIL_CLOSE and self.raw_in_body:
+                self._raw_finish(False)  # the close ends a close-delimited body
+            else:
+                self._fail("the Runtime API closed the connection mid-response", UPSTREAM_CLOSED)
+            return None
         if self.exchange is None:
             self.close()
             return None
@@ -135,6 +178,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.lost = True
         self.pool.forget(self)
         exchange = self.exchange
+        self.raw_method = None
+        self.raw_exchange = None
         if exchange is not None:
             self.exchange = None
             exchange.upstream_failed("the connection to the Runtime API was lost", UPSTREAM_CLOSED)
@@ -178,6 +223,8 @@ class UpstreamConnection(asyncio.Protocol):
     def abort(self) -> None:
         """Drop the connection without finishing the message (the server sees truncation)."""
         self.exchange = None
+        self.raw_exchange = None
+        self.raw_method = None
         self._out = []
         self.lost = True
         self.pool.forget(self)
@@ -204,6 +251,94 @@ class UpstreamConnection(asyncio.Protocol):
             if readable:
                 return False
         return True
+
+    # -- the raw fast path -------------------------------------------------------------
+
+    def start_raw(self, exchange: RawExchange, method: bytes, data: bytes) -> None:
+        """Relay a plain request's bytes as they are; the response is relayed raw too."""
+        self.exchange = exchange
+        self.raw_exchange = exchange
+        self.raw_method = method
+        self.raw_in_body = False
+        self.raw_buf = b""
+        self.raw_keep = True
+        self.raw_scanner = None
+        self.write_raw(data)
+
+    def write_raw(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _raw_received(self, data: bytes) -> None:
+        exchange = self.raw_exchange
+        if exchange is None:
+            self.close()
+            return
+        head_bytes = b""
+        if not self.raw_in_body:
+            if self.raw_buf:
+                data = self.raw_buf + data
+                self.raw_buf = b""
+            assert self.raw_method is not None
+            head = rawhttp.parse_response(data, self.pool.config.max_head_bytes, self.raw_method)
+            if head is None:
+                self.raw_buf = data  # the head is not complete yet
+                return
+            if head is False:
+                self._fail("malformed response from the Runtime API", UPSTREAM_PROTOCOL)
+                return
+            assert isinstance(head, rawhttp.ResponseHead)
+            self.raw_in_body = True
+            self.raw_framing = head.framing
+            self.raw_left = head.length
+            self.raw_keep = head.keep_alive
+            if head.framing == rawhttp.CHUNKED:
+                self.raw_scanner = rawhttp.ChunkScanner(MAX_CHUNK_LINE)
+            head_bytes = head.head
+            body = data[head.end :] if head.end < len(data) else b""
+        else:
+            body = data
+        framing = self.raw_framing
+        end = -1  # where the message ends in body; -1 while it goes on
+        if framing == rawhttp.LENGTH:
+            left = self.raw_left
+            if len(body) < left:
+                self.raw_left = left - len(body)
+            else:
+                end = left
+        elif framing == rawhttp.CHUNKED:
+            assert self.raw_scanner is not None
+            try:
+                end = self.raw_scanner.feed(body)
+            except ValueError as exc:
+                self._fail(f"malformed response from the Runtime API: {exc}", UPSTREAM_PROTOCOL)
+                return
+        elif framing == rawhttp.NO_BODY:
+            end = 0
+        if 0 <= end < len(body):
+            self.raw_keep = False  # bytes after the response: never reuse this connection
+            body = body[:end]
+        if head_bytes:
+            exchange.raw_write([head_bytes, body] if body else [head_bytes])
+        elif body:
+            exchange.raw_write([body])
+        if end >= 0:
+            self._raw_finish(self.raw_keep and exchange.request_done)
+
+    def _raw_finish(self, keep: bool) -> None:
+        exchange = self.raw_exchange
+        self.exchange = None
+        self.raw_exchange = None
+        self.raw_method = None
+        self.raw_scanner = None
+        if keep:
+            self.set_reading(True)
+            self.pool.release(self)
+        else:
+            self.close()
+        if exchange is not None:
+            exchange.raw_response_done()
 
     # -- internals ---------------------------------------------------------------------
 

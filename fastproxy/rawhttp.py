@@ -1,0 +1,253 @@
+"""The raw fast path: recognise plain messages and relay their bytes as they are.
+
+Most Runtime API traffic is the same few shapes: ``GET /next`` with a handful of headers, a
+``POST .../response`` with a ``Content-Length`` body, answers with ``Content-Length`` or
+chunked bodies. For those, re-parsing every header into objects and serialising them again
+is pure cost: the bytes that arrive are already the bytes to send. This module validates a
+head in one pass (one regular expression over the whole field block, in C) and finds the few
+fields that matter with substring searches, so that the proxy can forward the original bytes.
+
+Anything it does not recognise as plain (hop-by-hop fields, ``Expect``, chunked requests,
+repeated ``Content-Length``, HTTP/1.0, pipelined data, ...) returns ``None`` and takes the
+general path (``http1.Connection``), which handles every case. The validation is as strict as
+the general path's: whatever is relayed here would be accepted there too.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+_TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+# Field lines: a token, a colon, a value without control characters (HTAB allowed), CRLF.
+FIELDS: Final = re.compile(rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+REQUEST_LINE: Final = re.compile(rb"(" + _TCHAR + rb"+) (/[\x21-\x7e]*) HTTP/1\.1")
+STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] ([1-9][0-9][0-9]) [^\x00-\x08\x0a-\x1f\x7f]*")
+CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+
+# Field names (at a line start, lower-cased) that make a request take the general path.
+_REQUEST_SLOW: Final = (
+    b"\nconnection:",
+    b"\ntransfer-encoding:",
+    b"\nkeep-alive:",
+    b"\nproxy-",
+    b"\nte:",
+    b"\nupgrade:",
+    b"\nexpect:",
+)
+# In a response these are hop-by-hop and must be dropped before relaying.
+_RESPONSE_HOP: Final = (b"\nconnection:", b"\nkeep-alive:", b"\nproxy-", b"\nte:", b"\nupgrade:")
+_HOP_NAMES: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade",
+     b"proxy-authenticate", b"proxy-authorization"}
+)  # fmt: skip
+
+# Body framing.
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_CLOSE: Final = 3
+
+
+class RequestHead(NamedTuple):
+    method: bytes
+    end: int  # index just past the head's CRLF CRLF
+    length: int  # Content-Length of the body (0: none)
+
+
+class ResponseHead(NamedTuple):
+    status: int
+    head: bytes  # the head to send on (hop-by-hop fields removed)
+    end: int  # index just past the head's CRLF CRLF in the received bytes
+    framing: int
+    length: int
+    keep_alive: bool  # the connection may carry another exchange afterwards
+
+
+def _length(lowered: bytes, fields: bytes) -> int | None:
+    """The single Content-Length value, 0 when absent, None when unusual (take the slow path)."""
+    at = lowered.find(b"\ncontent-length:")
+    if at < 0:
+        return 0
+    if lowered.find(b"\ncontent-length:", at + 1) >= 0:
+        return None
+    start = at + 16
+    value = fields[start : fields.index(b"\r", start)].strip(b" \t")
+    if not value.isdigit() or len(value) > 19:
+        return None
+    return int(value)
+
+
+def parse_request(data: bytes, max_head: int) -> RequestHead | None:
+    """A plain HTTP/1.1 request head at the start of ``data``, or None for the general path."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end > max_head:
+        return None
+    line_end = data.find(b"\r\n")
+    match = REQUEST_LINE.fullmatch(data, 0, line_end)
+    if match is None:
+        return None
+    fields = data[line_end + 1 : end + 2]  # "\n" + field lines, each ending in CRLF
+    if FIELDS.fullmatch(fields, 1) is None:
+        return None
+    lowered = fields.lower()
+    for name in _REQUEST_SLOW:
+        if name in lowered:
+            return None
+    if lowered.count(b"\nhost:") != 1:
+        return None
+    length = _length(lowered, fields)
+    if length is None:
+        return None
+    method = match.group(1)
+    if method == b"CONNECT":
+        return None
+    return RequestHead(method, end + 4, length)
+
+
+def parse_response(data: bytes, max_head: int, method: bytes) -> ResponseHead | bool | None:
+    """The response head at the start of ``data``.
+
+    Returns None while the head is incomplete, False when it is malformed or too large (the
+    caller fails the exchange), else the parsed head.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False if len(data) > max_head else None
+    if end > max_head:
+        return False
+    line_end = data.find(b"\r\n")
+    match = STATUS_LINE.fullmatch(data, 0, line_end)
+    if match is None:
+        return False
+    fields = data[line_end + 1 : end + 2]
+    if FIELDS.fullmatch(fields, 1) is None:
+        return False
+    status = int(match.group(1))
+    if status < 200:
+        return False  # fastproxy never asks for 1xx (it sends no Expect upstream)
+    lowered = fields.lower()
+    keep_alive = data.startswith(b"HTTP/1.1")
+    head = data[: end + 4]
+    for name in _RESPONSE_HOP:
+        if name in lowered:
+            if name == b"\nconnection:" and _has_close(lowered):
+                keep_alive = False
+            head = _drop_hop_by_hop(head, lowered)
+            break
+    if status in (204, 304) or method == b"HEAD":
+        return ResponseHead(status, head, end + 4, NO_BODY, 0, keep_alive)
+    te_at = lowered.find(b"\ntransfer-encoding:")
+    if te_at >= 0:
+        start = te_at + 19
+        value = lowered[start : lowered.index(b"\r", start)].strip(b" \t")
+        if value != b"chunked" or lowered.find(b"\ntransfer-encoding:", te_at + 1) >= 0:
+            return False
+        if b"\ncontent-length:" in lowered:
+            head = _drop_names(head, {b"content-length"})
+        return ResponseHead(status, head, end + 4, CHUNKED, 0, keep_alive)
+    length = _length(lowered, fields)
+    if length is None:
+        return False
+    if b"\ncontent-length:" not in lowered:
+        # Delimited by the close: relay it as such, and the connection cannot be reused.
+        return ResponseHead(status, head, end + 4, UNTIL_CLOSE, 0, False)
+    return ResponseHead(status, head, end + 4, LENGTH if length else NO_BODY, length, keep_alive)
+
+
+def _has_close(lowered: bytes) -> bool:
+    at = -1
+    while True:
+        at = lowered.find(b"\nconnection:", at + 1)
+        if at < 0:
+            return False
+        start = at + 12
+        tokens = lowered[start : lowered.index(b"\r", start)].split(b",")
+        if b"close" in (t.strip(b" \t") for t in tokens):
+            return True
+
+
+def _drop_hop_by_hop(head: bytes, lowered: bytes) -> bytes:
+    names = set(_HOP_NAMES)
+    at = -1
+    while True:
+        at = lowered.find(b"\nconnection:", at + 1)
+        if at < 0:
+            break
+        start = at + 12
+        for token in lowered[start : lowered.index(b"\r", start)].split(b","):
+            names.add(token.strip(b" \t"))
+    names -= {b"content-length", b"transfer-encoding", b"trailer"}
+    return _drop_names(head, names)
+
+
+def _drop_names(head: bytes, names: set[bytes]) -> bytes:
+    lines = head[:-4].split(b"\r\n")
+    kept = [lines[0]] + [line for line in lines[1:] if line.partition(b":")[0].lower() not in names]
+    return b"\r\n".join(kept) + b"\r\n\r\n"
+
+
+class ChunkScanner:
+    """Follows a chunked body through the bytes that pass, to find where the message ends.
+
+    The bytes themselves are relayed untouched (chunk sizes, extensions and trailers as the
+    sender wrote them); the scanner only validates the framing as it goes.
+    """
+
+    __slots__ = ("_left", "_line", "_state", "max_line")
+
+    _SIZE = 0
+    _DATA = 1
+    _DATA_CRLF = 2
+    _TRAILERS = 3
+
+    def __init__(self, max_line: int) -> None:
+        self._state = self._SIZE
+        self._left = 0
+        self._line = b""  # partial line carried over between reads
+        self.max_line = max_line
+
+    def feed(self, data: bytes, pos: int = 0) -> int:
+        """Scan ``data[pos:]``; return the index just past the message end, or -1 (needs more).
+
+        Raises ``ValueError`` for malformed framing.
+        """
+        size = len(data)
+        while pos < size:
+            state = self._state
+            if state == self._DATA:
+                step = min(self._left, size - pos)
+                pos += step
+                self._left -= step
+                if not self._left:
+                    self._state = self._DATA_CRLF
+                continue
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                self._line += data[pos:]
+                if len(self._line) > self.max_line:
+                    raise ValueError("chunk framing line too long")
+                return -1
+            line = self._line + data[pos : nl + 1]
+            self._line = b""
+            pos = nl + 1
+            if len(line) > self.max_line:
+                raise ValueError("chunk framing line too long")
+            if not line.endswith(b"\r\n"):
+                raise ValueError("bare LF in chunk framing")
+            if state == self._DATA_CRLF:
+                if line != b"\r\n":
+                    raise ValueError("chunk data not followed by CRLF")
+                self._state = self._SIZE
+            elif state == self._SIZE:
+                match = CHUNK_LINE.fullmatch(line, 0, len(line) - 2)
+                if match is None:
+                    raise ValueError(f"malformed chunk-size line {line[:32]!r}")
+                self._left = int(match.group(1), 16)
+                self._state = self._DATA if self._left else self._TRAILERS
+            else:  # trailers
+                if line == b"\r\n":
+                    return pos
+                if FIELDS.fullmatch(line) is None:
+                    raise ValueError(f"malformed trailer line {line[:32]!r}")
+        return -1
