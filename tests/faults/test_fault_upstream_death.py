@@ -18,20 +18,25 @@ from collections.abc import Iterator
 
 import pytest
 from faultkit import NEXT, PREFIX, parse_reply, recv_until, running_proxy
-from helpers import WAIT_S, connect, read_line, read_until_close
+from helpers import WAIT_S, Client, connect, read_line, read_until_close
 
 PART = b'{"event": "' + b"e" * 20000  # the half of an event that gets through
 
 UPSTREAM = textwrap.dedent(
     """
     import socket, struct, sys
-    scenario, part = sys.argv[1], sys.argv[2].encode()
+    scenario, part, warm = sys.argv[1], sys.argv[2].encode(), sys.argv[3] == "warm"
     server = socket.create_server(("127.0.0.1", 0))
     print(server.getsockname()[1], flush=True)
     conn, _ = server.accept()
     data = b""
     while b"\\r\\n\\r\\n" not in data:
         data += conn.recv(65536)
+    if warm:  # one clean exchange first: the proxy keeps the connection in its pool
+        conn.sendall(b"HTTP/1.1 200 OK\\r\\nContent-Length: 2\\r\\n\\r\\n{}")
+        data = data.partition(b"\\r\\n\\r\\n")[2]
+        while b"\\r\\n\\r\\n" not in data:
+            data += conn.recv(65536)
     head = b"HTTP/1.1 200 OK\\r\\nLambda-Runtime-Aws-Request-Id: r1\\r\\n"
     if scenario == "mid-request-body":
         body = data.partition(b"\\r\\n\\r\\n")[2]
@@ -58,9 +63,16 @@ UPSTREAM = textwrap.dedent(
 class DyingUpstream:
     """The scenario's upstream process; ``die(how)`` ends its connection or the process."""
 
-    def __init__(self, scenario: str) -> None:
+    def __init__(self, scenario: str, path: str = "fresh") -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", UPSTREAM, scenario, PART.decode()],
+            [
+                sys.executable,
+                "-c",
+                UPSTREAM,
+                scenario,
+                PART.decode(),
+                "warm" if path == "pooled" else "cold",
+            ],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
@@ -94,22 +106,34 @@ def dying() -> Iterator[list[DyingUpstream]]:
         upstream.close()
 
 
-def start(made: list[DyingUpstream], scenario: str) -> DyingUpstream:
-    upstream = DyingUpstream(scenario)
+def start(made: list[DyingUpstream], scenario: str, path: str) -> DyingUpstream:
+    upstream = DyingUpstream(scenario, path)
     made.append(upstream)
     return upstream
 
 
+def warm_up(proxy_port: int, path: str) -> None:
+    """For ``pooled``: one exchange first, so the scenario's request reuses that connection
+    (plain requests on a pooled connection take the raw fast path under the default codec)."""
+    if path == "pooled":
+        with Client(proxy_port) as runtime:
+            assert runtime.request("GET", NEXT).status == 200
+
+
 HOW = ["fin", "rst", "kill"]
+# A fresh upstream connection (the general path), or a pooled one (the raw fast path).
+PATHS = ["fresh", "pooled"]
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("how", HOW)
 def test_upstream_gone_while_next_is_pending_is_a_502(
-    loop_kind: str, dying: list[DyingUpstream], how: str
+    loop_kind: str, dying: list[DyingUpstream], how: str, path: str
 ) -> None:
     """Protection: a failure before any response byte becomes a JSON 502, not a hang."""
-    upstream = start(dying, "pending-next")
+    upstream = start(dying, "pending-next", path)
     with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind) as proxy:
+        warm_up(proxy.port, path)
         sock = connect(proxy.port)
         with sock:
             sock.sendall(f"GET {NEXT} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -120,16 +144,18 @@ def test_upstream_gone_while_next_is_pending_is_a_502(
     assert got.proxy_error_type() == "Proxy.UpstreamClosed"
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("framing", ["event-length", "event-chunked"])
 def test_upstream_gone_mid_event_never_completes_the_event(
-    loop_kind: str, dying: list[DyingUpstream], framing: str, how: str
+    loop_kind: str, dying: list[DyingUpstream], framing: str, how: str, path: str
 ) -> None:
     """Protection: once the event has started, an upstream failure aborts the runtime's
     connection; the proxy never ends the message itself (no terminating chunk, no short
     Content-Length body followed by a reused connection)."""
-    upstream = start(dying, framing)
+    upstream = start(dying, framing, path)
     with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind) as proxy:
+        warm_up(proxy.port, path)
         sock = connect(proxy.port)
         with sock:
             sock.sendall(f"GET {NEXT} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -143,14 +169,15 @@ def test_upstream_gone_mid_event_never_completes_the_event(
     assert not got.complete
 
 
-@pytest.mark.parametrize("how", ["fin", "rst"])
+@pytest.mark.parametrize(("how", "path"), [("fin", "fresh"), ("rst", "fresh")])
 def test_close_delimited_event_is_whole_on_fin_and_cut_on_reset(
-    loop_kind: str, dying: list[DyingUpstream], how: str
+    loop_kind: str, dying: list[DyingUpstream], how: str, path: str
 ) -> None:
     """Protection: a response delimited by the connection's end is complete only on an orderly
     close (FIN); a reset is a failure and must reach the runtime as a cut message."""
-    upstream = start(dying, "event-until-close")
+    upstream = start(dying, "event-until-close", path)
     with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind) as proxy:
+        warm_up(proxy.port, path)
         sock = connect(proxy.port)
         with sock:
             sock.sendall(f"GET {NEXT} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
@@ -164,18 +191,20 @@ def test_close_delimited_event_is_whole_on_fin_and_cut_on_reset(
     assert got.complete == (how == "fin")
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("how", HOW)
 def test_upstream_gone_mid_request_body_is_an_error_for_the_runtime(
-    loop_kind: str, dying: list[DyingUpstream], how: str
+    loop_kind: str, dying: list[DyingUpstream], how: str, path: str
 ) -> None:
     """Protection: the runtime is told (JSON 502, or its connection closed) when the upstream
     goes away while the runtime's response body is still flowing; never a success."""
-    upstream = start(dying, "mid-request-body")
+    upstream = start(dying, "mid-request-body", path)
     body = b"r" * (1024 * 1024)
     head = (
         f"POST {PREFIX}r1/response HTTP/1.1\r\nHost: x\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind) as proxy:
+        warm_up(proxy.port, path)
         sock = connect(proxy.port)
 
         def send_all() -> None:
