@@ -450,8 +450,8 @@ class Connection:
                     or size_text.translate(None, _HEXDIG)
                     or len(size_text) > 16
                     or _CTL.search(line) is not None
-                    or b"\r" in line
-                    or b"\n" in line
+                    or line.find(b"\r") >= 0
+                    or line.find(b"\n") >= 0
                 ):
                     raise self._fail(f"malformed chunk-size line {line[:32]!r}")
                 self._pos = end + 2

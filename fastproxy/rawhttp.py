@@ -21,26 +21,29 @@ from typing import Final, NamedTuple
 _TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 # Field lines: a token, a colon, a value without control characters (HTAB allowed), CRLF.
 FIELDS: Final = re.compile(rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
+# The same check in cheaper steps for whole heads (see field_names).
+_NAME_AT_LINE: Final = re.compile(rb"\n(" + _TCHAR + rb"+):")
+# Maps every byte allowed in a head to "a" and every other control character to NUL, so
+# that ``translate(...).isalpha()`` checks a whole head in two C calls.
+_CTL_TABLE: Final = bytes(
+    0 if (c < 0x20 and c not in (0x09, 0x0A, 0x0D)) or c == 0x7F else 0x61 for c in range(256)
+)
 REQUEST_LINE: Final = re.compile(rb"(" + _TCHAR + rb"+) (/[\x21-\x7e]*) HTTP/1\.1")
 STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] ([1-9][0-9][0-9]) [^\x00-\x08\x0a-\x1f\x7f]*")
 CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
 
-# Field names (at a line start, lower-cased) that make a request take the general path.
-_REQUEST_SLOW: Final = (
-    b"\nconnection:",
-    b"\ntransfer-encoding:",
-    b"\nkeep-alive:",
-    b"\nproxy-",
-    b"\nte:",
-    b"\nupgrade:",
-    b"\nexpect:",
-)
+# Field names (lower-cased) that make a request take the general path.
+_REQUEST_SLOW: Final = frozenset(
+    {b"connection", b"transfer-encoding", b"keep-alive", b"te", b"upgrade", b"expect",
+     b"proxy-connection", b"proxy-authenticate", b"proxy-authorization"}
+)  # fmt: skip
 # In a response these are hop-by-hop and must be dropped before relaying.
-_RESPONSE_HOP: Final = (b"\nconnection:", b"\nkeep-alive:", b"\nproxy-", b"\nte:", b"\nupgrade:")
 _HOP_NAMES: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade",
      b"proxy-authenticate", b"proxy-authorization"}
 )  # fmt: skip
+_CL_VALUE: Final = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,19})[ \t]*\r", re.IGNORECASE)
+_TE_CHUNKED: Final = re.compile(rb"\ntransfer-encoding:[ \t]*chunked[ \t]*\r", re.IGNORECASE)
 
 # Body framing.
 NO_BODY: Final = 0
@@ -64,18 +67,34 @@ class ResponseHead(NamedTuple):
     keep_alive: bool  # the connection may carry another exchange afterwards
 
 
-def _length(lowered: bytes, fields: bytes) -> int | None:
-    """The single Content-Length value, 0 when absent, None when unusual (take the slow path)."""
-    at = lowered.find(b"\ncontent-length:")
-    if at < 0:
+def field_names(fields: bytes) -> list[bytes] | None:
+    """Lower-cased field names, or None when a line is malformed.
+
+    ``fields`` is ``"\n"`` then the field lines, each ending in CRLF. The checks equal
+    ``FIELDS.fullmatch(fields, 1)``: every CR and LF belongs to a CRLF, no other control
+    character, each line starts with a token and a colon (no obs-fold, no empty name). They
+    are done in a few C calls because the obvious per-line loop is most of a head's cost.
+    """
+    lines = fields.count(b"\n") - 1
+    if fields.count(b"\r") != lines or fields.count(b"\r\n") != lines:
+        return None
+    if not fields.translate(_CTL_TABLE).isalpha():
+        return None
+    names: list[bytes] = _NAME_AT_LINE.findall(fields)
+    if len(names) != lines:
+        return None
+    return b"\n".join(names).lower().split(b"\n") if names else []
+
+
+def _length(fields: bytes, names: list[bytes]) -> int | None:
+    """The Content-Length value, 0 when absent, None when repeated or unusual."""
+    count = names.count(b"content-length")
+    if not count:
         return 0
-    if lowered.find(b"\ncontent-length:", at + 1) >= 0:
+    if count > 1:
         return None
-    start = at + 16
-    value = fields[start : fields.index(b"\r", start)].strip(b" \t")
-    if not value.isdigit() or len(value) > 19:
-        return None
-    return int(value)
+    match = _CL_VALUE.search(fields)
+    return int(match.group(1)) if match is not None else None
 
 
 def parse_request(data: bytes, max_head: int) -> RequestHead | None:
@@ -88,18 +107,13 @@ def parse_request(data: bytes, max_head: int) -> RequestHead | None:
     if match is None:
         return None
     fields = data[line_end + 1 : end + 2]  # "\n" + field lines, each ending in CRLF
-    if FIELDS.fullmatch(fields, 1) is None:
+    names = field_names(fields)
+    if names is None or not _REQUEST_SLOW.isdisjoint(names) or names.count(b"host") != 1:
         return None
-    lowered = fields.lower()
-    for name in _REQUEST_SLOW:
-        if name in lowered:
-            return None
-    if lowered.count(b"\nhost:") != 1:
-        return None
-    length = _length(lowered, fields)
+    length = _length(fields, names)
     if length is None:
         return None
-    method = match.group(1)
+    method: bytes = match.group(1)
     if method == b"CONNECT":
         return None
     return RequestHead(method, end + 4, length)
@@ -121,35 +135,32 @@ def parse_response(data: bytes, max_head: int, method: bytes) -> ResponseHead | 
     if match is None:
         return False
     fields = data[line_end + 1 : end + 2]
-    if FIELDS.fullmatch(fields, 1) is None:
+    names = field_names(fields)
+    if names is None:
         return False
     status = int(match.group(1))
     if status < 200:
         return False  # fastproxy never asks for 1xx (it sends no Expect upstream)
-    lowered = fields.lower()
     keep_alive = data.startswith(b"HTTP/1.1")
     head = data[: end + 4]
-    for name in _RESPONSE_HOP:
-        if name in lowered:
-            if name == b"\nconnection:" and _has_close(lowered):
-                keep_alive = False
-            head = _drop_hop_by_hop(head, lowered)
-            break
+    if not _HOP_NAMES.isdisjoint(names):
+        lowered = fields.lower()
+        if b"connection" in names and _has_close(lowered):
+            keep_alive = False
+        head = _drop_hop_by_hop(head, lowered)
     if status in (204, 304) or method == b"HEAD":
         return ResponseHead(status, head, end + 4, NO_BODY, 0, keep_alive)
-    te_at = lowered.find(b"\ntransfer-encoding:")
-    if te_at >= 0:
-        start = te_at + 19
-        value = lowered[start : lowered.index(b"\r", start)].strip(b" \t")
-        if value != b"chunked" or lowered.find(b"\ntransfer-encoding:", te_at + 1) >= 0:
+    te = names.count(b"transfer-encoding")
+    if te:
+        if te > 1 or _TE_CHUNKED.search(fields) is None:
             return False
-        if b"\ncontent-length:" in lowered:
+        if b"content-length" in names:
             head = _drop_names(head, {b"content-length"})
         return ResponseHead(status, head, end + 4, CHUNKED, 0, keep_alive)
-    length = _length(lowered, fields)
+    length = _length(fields, names)
     if length is None:
         return False
-    if b"\ncontent-length:" not in lowered:
+    if b"content-length" not in names:
         # Delimited by the close: relay it as such, and the connection cannot be reused.
         return ResponseHead(status, head, end + 4, UNTIL_CLOSE, 0, False)
     return ResponseHead(status, head, end + 4, LENGTH if length else NO_BODY, length, keep_alive)
