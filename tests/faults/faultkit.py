@@ -103,7 +103,7 @@ class UpstreamConn:
             if isinstance(event, h11.Request):
                 self.idle = False
                 record = Received(
-                    self.number, event.method.decode(), event.target.decode(),
+                    self.number, event.method.decode("latin-1"), event.target.decode("latin-1"),
                     event.headers.raw_items(),
                 )  # fmt: skip
                 self._current = record
