@@ -34,7 +34,7 @@ CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\
 
 # Field names (lower-cased) that make a request take the general path.
 _REQUEST_SLOW: Final = frozenset(
-    {b"connection", b"transfer-encoding", b"keep-alive", b"te", b"upgrade", b"expect",
+    {b"connection", b"keep-alive", b"te", b"upgrade", b"expect",
      b"proxy-connection", b"proxy-authenticate", b"proxy-authorization"}
 )  # fmt: skip
 # In a response these are hop-by-hop and must be dropped before relaying.
@@ -55,7 +55,10 @@ UNTIL_CLOSE: Final = 3
 class RequestHead(NamedTuple):
     method: bytes
     end: int  # index just past the head's CRLF CRLF
-    length: int  # Content-Length of the body (0: none)
+    length: int  # Content-Length of the body (0: none; CHUNKED_BODY: chunked)
+
+
+CHUNKED_BODY: Final = -1
 
 
 class ResponseHead(NamedTuple):
@@ -110,9 +113,18 @@ def parse_request(data: bytes, max_head: int) -> RequestHead | None:
     names = field_names(fields)
     if names is None or not _REQUEST_SLOW.isdisjoint(names) or names.count(b"host") != 1:
         return None
-    length = _length(fields, names)
-    if length is None:
-        return None
+    te = names.count(b"transfer-encoding")
+    if te:
+        # Chunked alone (a streamed response from the runtime); with a Content-Length, or
+        # another coding, it is the general path's to refuse.
+        if te > 1 or b"content-length" in names or _TE_CHUNKED.search(fields) is None:
+            return None
+        length = CHUNKED_BODY
+    else:
+        found = _length(fields, names)
+        if found is None:
+            return None
+        length = found
     method: bytes = match.group(1)
     if method == b"CONNECT":
         return None

@@ -32,8 +32,14 @@ from fastproxy._h11 import Headers, h11
 from fastproxy.codec import CHECK_FRAMING, RAW_PATH, server_connection
 from fastproxy.config import ProxyConfig
 from fastproxy.headers import REQUEST_DROP, RESPONSE_DROP, count, end_to_end
-from fastproxy.rawhttp import parse_request
-from fastproxy.upstream import WRITE_HIGH_WATER, WRITE_LOW_WATER, UpstreamConnection, UpstreamPool
+from fastproxy.rawhttp import CHUNKED_BODY, ChunkScanner, parse_request
+from fastproxy.upstream import (
+    MAX_CHUNK_LINE,
+    WRITE_HIGH_WATER,
+    WRITE_LOW_WATER,
+    UpstreamConnection,
+    UpstreamPool,
+)
 
 if TYPE_CHECKING:
     from fastproxy.hooks.chain import HookChain
@@ -76,6 +82,7 @@ class DownstreamConnection(asyncio.Protocol):
         "raw",
         "raw_enabled",
         "raw_left",
+        "raw_scanner",
         "request_done",
         "response_started",
         "server",
@@ -104,6 +111,7 @@ class DownstreamConnection(asyncio.Protocol):
         self.raw_enabled = server.raw_path
         self.raw = False  # the current exchange is on the raw path
         self.raw_left = 0  # request body bytes still to relay raw
+        self.raw_scanner: ChunkScanner | None = None  # a chunked request body being relayed
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -120,6 +128,10 @@ class DownstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.raw:
+            scanner = self.raw_scanner
+            if scanner is not None:
+                self._raw_chunked(scanner, data, 0)
+                return
             left = self.raw_left
             if left:
                 up = self.upstream
@@ -152,6 +164,14 @@ class DownstreamConnection(asyncio.Protocol):
         end = head.end + head.length
         if len(data) > end:
             return False  # pipelined bytes: the general path orders them
+        chunked = head.length == CHUNKED_BODY
+        if chunked:
+            scanner = ChunkScanner(MAX_CHUNK_LINE)
+            body_end = scanner.feed(data, head.end)
+            if 0 <= body_end < len(data):
+                return False  # pipelined bytes: the general path orders them
+        elif len(data) > head.end + head.length:
+            return False  # pipelined bytes: the general path orders them
         up = server.pool.acquire_idle()
         if up is None:
             return False  # opening a connection is the general path's job
@@ -159,8 +179,13 @@ class DownstreamConnection(asyncio.Protocol):
         self.raw = True
         self.response_started = False
         self.long_poll = head.method == b"GET"
-        self.raw_left = end - len(data)
-        self.request_done = not self.raw_left
+        if chunked:
+            self.raw_left = 0
+            self.raw_scanner = scanner if body_end < 0 else None
+            self.request_done = body_end >= 0
+        else:
+            self.raw_left = head.end + head.length - len(data)
+            self.request_done = not self.raw_left
         server.requests += 1
         self.upstream = up
         if up.write_paused:
@@ -169,6 +194,28 @@ class DownstreamConnection(asyncio.Protocol):
             up.set_reading(False)
         up.start_raw(self, head.method, data)
         return True
+
+    def _raw_chunked(self, scanner: ChunkScanner, data: bytes, pos: int) -> None:
+        """Relay more of a chunked request body as it is, watching for its end."""
+        try:
+            end = scanner.feed(data, pos)
+        except ValueError as exc:
+            # Never let a malformed body reach the Runtime API as if it were whole.
+            self._answer_error(400, errors.BAD_REQUEST, f"malformed chunked body: {exc}")
+            return
+        up = self.upstream
+        if end < 0:
+            if up is not None:
+                up.write_raw(data)
+            return
+        self.raw_scanner = None
+        self.request_done = True
+        if up is not None:
+            up.write_raw(data[:end] if end < len(data) else data)
+        if end < len(data):
+            # A pipelined request: the general path takes it once this exchange is over.
+            self.conn.receive_data(data[end:])
+            self._pause(_PIPELINED)
 
     def raw_write(self, parts: list[bytes]) -> None:
         self.response_started = True
@@ -179,6 +226,7 @@ class DownstreamConnection(asyncio.Protocol):
     def raw_response_done(self) -> None:
         self.upstream = None
         self.raw = False
+        self.raw_scanner = None
         self._exchange_over()
         if not self.request_done or self.server.draining:
             # The Runtime API answered before the runtime finished sending: this connection
@@ -191,7 +239,7 @@ class DownstreamConnection(asyncio.Protocol):
             self._process()  # a pipelined request or the runtime's end of input
 
     def eof_received(self) -> bool:
-        if self.raw and self.raw_left:
+        if self.raw and (self.raw_left or self.raw_scanner is not None):
             # The runtime stopped in the middle of a body: truncate upstream, never complete.
             self._answer_error(400, errors.BAD_REQUEST, "the request body was cut short")
             return False
@@ -422,6 +470,7 @@ class DownstreamConnection(asyncio.Protocol):
     def upstream_failed(self, reason: str, error_type: str) -> None:
         self.upstream = None
         self.raw = False
+        self.raw_scanner = None
         if not self.active:
             return
         if not self.response_started:

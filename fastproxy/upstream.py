@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import select
 import socket
-from time import monotonic
 from typing import Protocol, cast
 
 from fastproxy import rawhttp
@@ -31,7 +30,6 @@ from fastproxy.errors import UPSTREAM_CLOSED, UPSTREAM_PROTOCOL
 WRITE_HIGH_WATER = 64 * 1024
 WRITE_LOW_WATER = 16 * 1024
 CONNECT_TIMEOUT_S = 5.0
-PROBE_AFTER_IDLE_S = 0.005
 MAX_CHUNK_LINE = 4096
 
 _Data = h11.Data
@@ -69,7 +67,6 @@ class UpstreamConnection(asyncio.Protocol):
         "_out",
         "conn",
         "exchange",
-        "idle_since",
         "lost",
         "pool",
         "raw_buf",
@@ -92,7 +89,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange: Exchange | None = None
         self._out: list[bytes] = []
         self._fd = -1
-        self.idle_since = 0.0  # time.monotonic() when last returned to the pool
         self.lost = False
         self.reading_paused = False
         self.write_paused = False
@@ -242,18 +238,17 @@ class UpstreamConnection(asyncio.Protocol):
         if self.transport is not None:
             self.transport.close()
 
-    def is_reusable(self, now: float) -> bool:
+    def is_reusable(self) -> bool:
         """Idle, open, and not readable (a readable idle socket means the server closed it).
 
-        The readability probe is a system call; it is skipped for a connection idle for less
-        than ``PROBE_AFTER_IDLE_S``: the loop has just served it, and its close would have been
-        seen. Connections idle across a freeze, a thaw or a restore are always probed.
+        The readability probe costs a system call per request, and stays: after a thaw the
+        runtime's request and the server's FIN can arrive in the same loop iteration, request
+        first, and only a probe at reuse time tells (tests/faults/test_fault_idle_close.py).
         """
         transport = self.transport
         if self.lost or transport is None or transport.is_closing():
             return False
-        # (A clock that went backwards, as across a snapshot restore, also means: probe.)
-        if self._fd >= 0 and not 0.0 <= now - self.idle_since <= PROBE_AFTER_IDLE_S:
+        if self._fd >= 0:
             try:
                 readable, _, _ = select.select((self._fd,), (), (), 0)
             except (OSError, ValueError):
@@ -385,12 +380,9 @@ class UpstreamPool:
 
     def acquire_idle(self) -> UpstreamConnection | None:
         idle = self._idle
-        if not idle:
-            return None
-        now = monotonic()
         while idle:
             up = idle.pop()
-            if up.is_reusable(now):
+            if up.is_reusable():
                 return up
             up.close()
         return None
@@ -409,7 +401,6 @@ class UpstreamPool:
 
     def release(self, up: UpstreamConnection) -> None:
         if len(self._idle) < self.config.pool_size and not up.lost:
-            up.idle_since = monotonic()
             self._idle.append(up)
         else:
             up.close()
