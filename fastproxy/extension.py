@@ -232,9 +232,13 @@ def serve(
         )
     try:
         server = ProxyServer(config, sock, hooks)
-        return loop.run_until_complete(_lifecycle(server, client, log))
+        status = loop.run_until_complete(_lifecycle(server, client, log))
     finally:
         loop.close()
+    from fastproxy.serve import exit_past_abandoned_threads
+
+    exit_past_abandoned_threads(status)
+    return status
 
 
 async def _lifecycle(server: ProxyServer, client: ExtensionsClient, log: JsonLogger) -> int:

@@ -61,6 +61,12 @@ class RequestHead(NamedTuple):
 CHUNKED_BODY: Final = -1
 
 
+class Informational(NamedTuple):
+    """A 1xx response head (never asked for, but a client must accept it): skip ``end`` bytes."""
+
+    end: int
+
+
 class ResponseHead(NamedTuple):
     status: int
     head: bytes  # the head to send on (hop-by-hop fields removed)
@@ -131,7 +137,9 @@ def parse_request(data: bytes, max_head: int) -> RequestHead | None:
     return RequestHead(method, end + 4, length)
 
 
-def parse_response(data: bytes, max_head: int, method: bytes) -> ResponseHead | bool | None:
+def parse_response(
+    data: bytes, max_head: int, method: bytes
+) -> ResponseHead | Informational | bool | None:
     """The response head at the start of ``data``.
 
     Returns None while the head is incomplete, False when it is malformed or too large (the
@@ -152,7 +160,8 @@ def parse_response(data: bytes, max_head: int, method: bytes) -> ResponseHead | 
         return False
     status = int(match.group(1))
     if status < 200:
-        return False  # fastproxy never asks for 1xx (it sends no Expect upstream)
+        # fastproxy sends no Expect upstream, but RFC 9110 15.2: a client must accept 1xx.
+        return False if status == 101 else Informational(end + 4)
     keep_alive = data.startswith(b"HTTP/1.1")
     head = data[: end + 4]
     if not _HOP_NAMES.isdisjoint(names):

@@ -118,4 +118,19 @@ def run(
         loop.run_until_complete(serve())
     finally:
         loop.close()
+    exit_past_abandoned_threads(0)
     return 0
+
+
+def exit_past_abandoned_threads(status: int) -> None:
+    """Exit now if threads are left (a ``blocking`` hook abandoned at its budget).
+
+    The interpreter joins executor threads at exit, so a hook that never returns would keep
+    the process alive past its shutdown deadline. The drain is over: nothing else is pending.
+    """
+    import threading
+
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)

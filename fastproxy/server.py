@@ -82,6 +82,7 @@ class DownstreamConnection(asyncio.Protocol):
         "raw",
         "raw_enabled",
         "raw_left",
+        "raw_pending",
         "raw_scanner",
         "request_done",
         "response_started",
@@ -112,6 +113,8 @@ class DownstreamConnection(asyncio.Protocol):
         self.raw = False  # the current exchange is on the raw path
         self.raw_left = 0  # request body bytes still to relay raw
         self.raw_scanner: ChunkScanner | None = None  # a chunked request body being relayed
+        # (method, bytes) of a raw request waiting for its upstream connection to open.
+        self.raw_pending: tuple[bytes, list[bytes]] | None = None
 
     # -- asyncio callbacks -------------------------------------------------------------
 
@@ -134,17 +137,14 @@ class DownstreamConnection(asyncio.Protocol):
                 return
             left = self.raw_left
             if left:
-                up = self.upstream
                 if len(data) <= left:
                     self.raw_left = left - len(data)
                     self.request_done = not self.raw_left
-                    if up is not None:
-                        up.write_raw(data)
+                    self._raw_send(data)
                     return
                 self.raw_left = 0
                 self.request_done = True
-                if up is not None:
-                    up.write_raw(data[:left])
+                self._raw_send(data[:left])
                 data = data[left:]
             # A pipelined request: the general path takes it once this exchange is over.
             self.conn.receive_data(data)
@@ -172,9 +172,6 @@ class DownstreamConnection(asyncio.Protocol):
                 return False  # pipelined bytes: the general path orders them
         elif len(data) > head.end + head.length:
             return False  # pipelined bytes: the general path orders them
-        up = server.pool.acquire_idle()
-        if up is None:
-            return False  # opening a connection is the general path's job
         self.active = True
         self.raw = True
         self.response_started = False
@@ -187,13 +184,29 @@ class DownstreamConnection(asyncio.Protocol):
             self.raw_left = head.end + head.length - len(data)
             self.request_done = not self.raw_left
         server.requests += 1
+        up = server.pool.acquire_idle()
+        if up is None:
+            self.raw_pending = (head.method, [data])
+            self._pause(_CONNECTING)
+            server.loop.create_task(self._connect())
+        else:
+            self._raw_attach(up, head.method, data)
+        return True
+
+    def _raw_attach(self, up: UpstreamConnection, method: bytes, data: bytes) -> None:
         self.upstream = up
         if up.write_paused:
             self._pause(_UPSTREAM_FULL)
         if self.write_paused:
             up.set_reading(False)
-        up.start_raw(self, head.method, data)
-        return True
+        up.start_raw(self, method, data)
+
+    def _raw_send(self, data: bytes) -> None:
+        up = self.upstream
+        if up is not None:
+            up.write_raw(data)
+        elif self.raw_pending is not None:
+            self.raw_pending[1].append(data)
 
     def _raw_chunked(self, scanner: ChunkScanner, data: bytes, pos: int) -> None:
         """Relay more of a chunked request body as it is, watching for its end."""
@@ -203,15 +216,12 @@ class DownstreamConnection(asyncio.Protocol):
             # Never let a malformed body reach the Runtime API as if it were whole.
             self._answer_error(400, errors.BAD_REQUEST, f"malformed chunked body: {exc}")
             return
-        up = self.upstream
         if end < 0:
-            if up is not None:
-                up.write_raw(data)
+            self._raw_send(data)
             return
         self.raw_scanner = None
         self.request_done = True
-        if up is not None:
-            up.write_raw(data[:end] if end < len(data) else data)
+        self._raw_send(data[:end] if end < len(data) else data)
         if end < len(data):
             # A pipelined request: the general path takes it once this exchange is over.
             self.conn.receive_data(data[end:])
@@ -395,6 +405,7 @@ class DownstreamConnection(asyncio.Protocol):
             up = await server.pool.connect()
         except (OSError, asyncio.TimeoutError) as exc:
             self.pending = None
+            self.raw_pending = None
             upstream = server.config.upstream
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "timed out"
             log.warning("cannot connect to the Runtime API at %s: %s", upstream, reason)
@@ -405,6 +416,16 @@ class DownstreamConnection(asyncio.Protocol):
                 f"fastproxy cannot connect to the Runtime API at {upstream}: {reason}",
             )
             self._flush()
+            return
+        raw = self.raw_pending
+        if raw is not None:
+            self.raw_pending = None
+            if self.closed:
+                server.pool.release(up)  # never used: still clean
+                return
+            method, parts = raw
+            self._raw_attach(up, method, parts[0] if len(parts) == 1 else b"".join(parts))
+            self._resume(_CONNECTING)
             return
         pending = self.pending
         self.pending = None

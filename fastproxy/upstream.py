@@ -163,7 +163,10 @@ class UpstreamConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         if self.raw_method is not None:
             if self.raw_framing == rawhttp.UNTIL_CLOSE and self.raw_in_body:
-                self._raw_finish(False)  # the close ends a close-delimited body
+                # The close ends a close-delimited body: end the re-framed one.
+                if self.raw_exchange is not None:
+                    self.raw_exchange.raw_write([b"0\r\n\r\n"])
+                self._raw_finish(False)
             else:
                 self._fail("the Runtime API closed the connection mid-response", UPSTREAM_CLOSED)
             return None
@@ -287,6 +290,11 @@ class UpstreamConnection(asyncio.Protocol):
                 self.raw_buf = b""
             assert self.raw_method is not None
             head = rawhttp.parse_response(data, self.pool.config.max_head_bytes, self.raw_method)
+            while isinstance(head, rawhttp.Informational):
+                data = data[head.end :]
+                head = rawhttp.parse_response(
+                    data, self.pool.config.max_head_bytes, self.raw_method
+                )
             if head is None:
                 self.raw_buf = data  # the head is not complete yet
                 return
@@ -301,6 +309,10 @@ class UpstreamConnection(asyncio.Protocol):
             if head.framing == rawhttp.CHUNKED:
                 self.raw_scanner = rawhttp.ChunkScanner(MAX_CHUNK_LINE)
             head_bytes = head.head
+            if head.framing == rawhttp.UNTIL_CLOSE:
+                # The runtime cannot tell the upstream's close from the proxy's: frame the
+                # body for it (chunked; the raw path only carries HTTP/1.1 requests).
+                head_bytes = head_bytes[:-2] + b"Transfer-Encoding: chunked\r\n\r\n"
             body = data[head.end :] if head.end < len(data) else b""
         else:
             body = data
@@ -324,10 +336,14 @@ class UpstreamConnection(asyncio.Protocol):
         if 0 <= end < len(body):
             self.raw_keep = False  # bytes after the response: never reuse this connection
             body = body[:end]
+        if framing == rawhttp.UNTIL_CLOSE and body:
+            parts = [b"%x\r\n" % len(body), body, b"\r\n"]
+        else:
+            parts = [body] if body else []
         if head_bytes:
-            exchange.raw_write([head_bytes, body] if body else [head_bytes])
-        elif body:
-            exchange.raw_write([body])
+            exchange.raw_write([head_bytes, *parts])
+        elif parts:
+            exchange.raw_write(parts)
         if end >= 0:
             self._raw_finish(self.raw_keep and exchange.request_done)
 

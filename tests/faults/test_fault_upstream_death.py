@@ -169,7 +169,9 @@ def test_upstream_gone_mid_event_never_completes_the_event(
     assert not got.complete
 
 
-@pytest.mark.parametrize(("how", "path"), [("fin", "fresh"), ("rst", "fresh")])
+@pytest.mark.parametrize(
+    ("how", "path"), [("fin", "fresh"), ("rst", "fresh"), ("fin", "pooled"), ("rst", "pooled")]
+)
 def test_close_delimited_event_is_whole_on_fin_and_cut_on_reset(
     loop_kind: str, dying: list[DyingUpstream], how: str, path: str
 ) -> None:
