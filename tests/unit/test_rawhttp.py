@@ -149,7 +149,7 @@ def test_response_framing(raw: bytes, framing: int) -> None:
     [
         b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
-        b"HTTP/1.1 100 Continue\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n",
         b"HTTP/2 200 OK\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nX: a\x00b\r\n\r\n",
@@ -157,6 +157,12 @@ def test_response_framing(raw: bytes, framing: int) -> None:
 )
 def test_malformed_responses_are_refused(raw: bytes) -> None:
     assert rawhttp.parse_response(raw, MAX, b"GET") is False
+
+
+def test_interim_1xx_is_skipped_not_relayed() -> None:
+    interim = b"HTTP/1.1 100 Continue\r\n\r\n"
+    head = rawhttp.parse_response(interim + b"HTTP/1.1 202 Accepted\r\n", MAX, b"POST")
+    assert head == rawhttp.Informational(len(interim))
 
 
 def test_incomplete_response_head_waits_and_oversized_is_refused() -> None:
