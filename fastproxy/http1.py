@@ -378,19 +378,8 @@ class Connection:
                 if self._eof:
                     raise self._fail("peer closed the connection in the middle of a body")
                 return NEED_DATA
-            left = self._in_left
-            if avail <= left:
-                data = buf[pos:] if pos else buf
-                self._buf = b""
-                self._pos = 0
-                left -= avail
-            else:
-                data = buf[pos : pos + left]
-                self._pos = pos + left
-                left = 0
-            self._in_left = left
-            self.they_are_waiting_for_100_continue = False
-            if not left:
+            data = self._take_body(buf, pos, avail)
+            if not self._in_left:
                 # The whole body is here: the end of message follows on the next call.
                 self._in_mode = _NONE
             return _Data(data=data)
@@ -411,6 +400,19 @@ class Connection:
             return self._message_in_done()
         return NEED_DATA
 
+    def _take_body(self, buf: bytes, pos: int, avail: int) -> bytes:
+        """Up to ``_in_left`` body bytes from the buffer (the buffer itself when it is all body)."""
+        left = self._in_left
+        self.they_are_waiting_for_100_continue = False
+        if avail <= left:
+            self._buf = b""
+            self._pos = 0
+            self._in_left = left - avail
+            return buf[pos:] if pos else buf
+        self._pos = pos + left
+        self._in_left = 0
+        return buf[pos : pos + left]
+
     def _read_chunked(self) -> Event | type[h11.NEED_DATA]:
         buf = self._buf
         while True:
@@ -420,20 +422,9 @@ class Connection:
                 avail = len(buf) - pos
                 if not avail:
                     break
-                left = self._in_left
-                if avail <= left:
-                    data = buf[pos:] if pos else buf
-                    self._buf = b""
-                    self._pos = 0
-                    left -= avail
-                else:
-                    data = buf[pos : pos + left]
-                    self._pos = pos + left
-                    left = 0
-                self._in_left = left
-                if not left:
+                data = self._take_body(buf, pos, avail)
+                if not self._in_left:
                     self._chunk_state = _CHUNK_CRLF
-                self.they_are_waiting_for_100_continue = False
                 return _Data(data=data)
             if state == _CHUNK_SIZE:
                 end = buf.find(b"\r\n", pos)
