@@ -230,8 +230,8 @@ class EventExchange(HookedExchange):
             self.observe(self.chain.run_response_end(context, reply.status, error_type))
 
 
-class BufferedResponseExchange(HookedExchange):
-    """A buffered ``/response``: gathered, shown to the response hooks, then posted."""
+class ResultExchange(HookedExchange):
+    """Base of the runtime's result posts: the invocation's context, from the event on."""
 
     def __init__(
         self, conn: DownstreamConnection, chain: HookChain, context: InvocationContext,
@@ -240,11 +240,21 @@ class BufferedResponseExchange(HookedExchange):
         super().__init__(conn, chain, request)
         self.context = context
         self.contexts = contexts
+        context.response_started_ns = time.monotonic_ns()
+
+
+class BufferedResponseExchange(ResultExchange):
+    """A buffered ``/response``: gathered, shown to the response hooks, then posted."""
+
+    def __init__(
+        self, conn: DownstreamConnection, chain: HookChain, context: InvocationContext,
+        request: h11.Request, contexts: Contexts,
+    ) -> None:  # fmt: skip
+        super().__init__(conn, chain, context, request, contexts)
         self.parts: list[bytes] = []
         self.size = 0
         self.holding = True
-        self.started = time.monotonic_ns()
-        context.response_started_ns = self.started
+        self.started = context.response_started_ns or time.monotonic_ns()
 
     def start(self) -> None:
         pass  # held until the body is complete
@@ -303,19 +313,16 @@ class BufferedResponseExchange(HookedExchange):
             self.observe(self.chain.run_response_end(self.context, self.status, None))
 
 
-class StreamExchange(HookedExchange):
+class StreamExchange(ResultExchange):
     """A streamed (or merely observed) ``/response``: chunks pass through the hooks' streams."""
 
     def __init__(
         self, conn: DownstreamConnection, chain: HookChain, context: InvocationContext,
         request: h11.Request, contexts: Contexts,
     ) -> None:  # fmt: skip
-        super().__init__(conn, chain, request)
-        self.context = context
-        self.contexts = contexts
+        super().__init__(conn, chain, context, request, contexts)
         self.pipeline: StreamPipeline | None = None
         self.error_type: str | None = None
-        context.response_started_ns = time.monotonic_ns()
 
     def start(self) -> None:
         request = self.request

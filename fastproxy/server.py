@@ -22,10 +22,9 @@ wait for hours while the sandbox is frozen.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import socket
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from fastproxy import errors
 from fastproxy._h11 import Headers, h11
@@ -35,10 +34,9 @@ from fastproxy.headers import REQUEST_DROP, RESPONSE_DROP, count, end_to_end
 from fastproxy.rawhttp import CHUNKED_BODY, ChunkScanner, parse_request
 from fastproxy.upstream import (
     MAX_CHUNK_LINE,
-    WRITE_HIGH_WATER,
-    WRITE_LOW_WATER,
     UpstreamConnection,
     UpstreamPool,
+    prepare_transport,
 )
 
 if TYPE_CHECKING:
@@ -119,14 +117,7 @@ class DownstreamConnection(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.transport, _ = prepare_transport(transport)
         self.server.connections.add(self)
 
     def data_received(self, data: bytes) -> None:

@@ -39,6 +39,23 @@ _NEED_DATA = h11.NEED_DATA
 _DONE = h11.DONE
 
 
+def prepare_transport(base: asyncio.BaseTransport) -> tuple[asyncio.Transport, int]:
+    """Set a new connection's write limits and TCP_NODELAY; return it and its socket's fd."""
+    # uvloop's transports implement asyncio.Transport without subclassing it.
+    transport = cast(asyncio.Transport, base)
+    transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return transport, -1
+    # uvloop and asyncio both set it on TCP transports; being explicit costs nothing.
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except (OSError, AttributeError):
+        pass
+    fd: int = sock.fileno()
+    return transport, fd
+
+
 class Exchange(Protocol):
     """What the upstream side reports to (the downstream connection owning the exchange)."""
 
@@ -105,18 +122,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- asyncio callbacks -------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # uvloop's transports implement asyncio.Transport without subclassing it.
-        transport = cast(asyncio.Transport, transport)
-        self.transport = transport
-        transport.set_write_buffer_limits(WRITE_HIGH_WATER, WRITE_LOW_WATER)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            self._fd = sock.fileno()
-            # uvloop and asyncio both set it on TCP transports; being explicit costs nothing.
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except (OSError, AttributeError):
-                pass
+        self.transport, self._fd = prepare_transport(transport)
 
     def data_received(self, data: bytes) -> None:
         if self.raw_method is not None:
