@@ -106,8 +106,11 @@ def _length(fields: bytes, names: list[bytes]) -> int | None:
     return int(match.group(1)) if match is not None else None
 
 
-def parse_request(data: bytes, max_head: int) -> RequestHead | None:
-    """A plain HTTP/1.1 request head at the start of ``data``, or None for the general path."""
+def parse_request(data: bytes, max_head: int, max_fields: int = 256) -> RequestHead | None:
+    """A plain HTTP/1.1 request head at the start of ``data``, or None for the general path.
+
+    Anything over a limit is left to the general path too, which answers it (431).
+    """
     end = data.find(b"\r\n\r\n")
     if end < 0 or end > max_head:
         return None
@@ -118,6 +121,8 @@ def parse_request(data: bytes, max_head: int) -> RequestHead | None:
     fields = data[line_end + 1 : end + 2]  # "\n" + field lines, each ending in CRLF
     names = field_names(fields)
     if names is None or not _REQUEST_SLOW.isdisjoint(names) or names.count(b"host") != 1:
+        return None
+    if len(names) > max_fields:
         return None
     te = names.count(b"transfer-encoding")
     if te:

@@ -149,7 +149,8 @@ class DownstreamConnection(asyncio.Protocol):
     def _raw_request(self, data: bytes) -> bool:
         """Start a plain exchange on the raw path; False leaves it to the general path."""
         server = self.server
-        head = parse_request(data, server.config.max_head_bytes)
+        config = server.config
+        head = parse_request(data, config.max_head_bytes, config.max_headers)
         if head is None:
             return False
         end = head.end + head.length

@@ -103,6 +103,18 @@ def test_oversized_head_is_431(emu: EmulatorThread, proxy: ProxyProcess) -> None
     assert_still_serving(emu, proxy.port)
 
 
+def test_more_than_256_header_fields_is_431(emu: EmulatorThread, proxy: ProxyProcess) -> None:
+    fields = "".join(f"X-F{i}: v\r\n" for i in range(300))
+    sock = connect(proxy.port)
+    try:
+        sock.sendall(f"GET {api.NEXT_PATH} HTTP/1.1\r\nHost: x\r\n{fields}\r\n".encode())
+        data = read_until_close(sock)
+    finally:
+        sock.close()
+    assert status_of(data) == 431
+    assert_still_serving(emu, proxy.port)
+
+
 def test_head_of_one_mebibyte_plus_is_accepted(emu: EmulatorThread, proxy: ProxyProcess) -> None:
     value = "v" * (1024 * 1024 + 60 * 1024)
     with Client(proxy.port) as client:
