@@ -359,7 +359,9 @@ def test_a_stream_hook_that_raises_follows_the_failure_policy(task_root: Path, p
     else:
         # The Runtime API sees a truncated stream, never a complete one.
         assert not record.complete and record.status is None
-        assert record.body == PRELUDE + b"ABC "
+        # What was relayed before the failure, at most: the abort is a reset, and TCP may
+        # discard bytes the Runtime API had received but not yet read.
+        assert (PRELUDE + b"ABC ").startswith(record.body)
 
 
 def test_a_hook_that_cannot_be_loaded_stops_the_proxy_with_one_line(tmp_path: Path) -> None:
