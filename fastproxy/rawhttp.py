@@ -253,38 +253,62 @@ class ChunkScanner:
         while pos < size:
             state = self._state
             if state == self._DATA:
-                step = min(self._left, size - pos)
-                pos += step
-                self._left -= step
-                if not self._left:
-                    self._state = self._DATA_CRLF
-                continue
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                self._line += data[pos:]
-                if len(self._line) > self.max_line:
+                left = self._left
+                if size - pos < left:
+                    self._left = left - (size - pos)
+                    return -1
+                pos += left
+                self._left = 0
+                self._state = state = self._DATA_CRLF
+            if self._line:
+                # A framing line split across reads: rare, so the copy is fine.
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    self._line += data[pos:]
+                    if len(self._line) > self.max_line:
+                        raise ValueError("chunk framing line too long")
+                    return -1
+                buf = self._line + data[pos : nl + 1]
+                self._line = b""
+                pos = nl + 1
+                if len(buf) > self.max_line:
                     raise ValueError("chunk framing line too long")
-                return -1
-            line = self._line + data[pos : nl + 1]
-            self._line = b""
-            pos = nl + 1
-            if len(line) > self.max_line:
-                raise ValueError("chunk framing line too long")
-            if not line.endswith(b"\r\n"):
-                raise ValueError("bare LF in chunk framing")
+                if not buf.endswith(b"\r\n"):
+                    raise ValueError("bare LF in chunk framing")
+                start, end = 0, len(buf) - 2
+            elif state == self._DATA_CRLF and size - pos >= 2:
+                # The common case, without slicing: the CRLF right after the chunk data.
+                if data[pos] != 13 or data[pos + 1] != 10:
+                    raise ValueError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = self._SIZE
+                continue
+            else:
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    self._line = data[pos:]
+                    if len(self._line) > self.max_line:
+                        raise ValueError("chunk framing line too long")
+                    return -1
+                if nl - pos + 1 > self.max_line:
+                    raise ValueError("chunk framing line too long")
+                if nl == pos or data[nl - 1] != 13:
+                    raise ValueError("bare LF in chunk framing")
+                buf, start, end = data, pos, nl - 1  # the line is buf[start:end], CRLF after
+                pos = nl + 1
             if state == self._DATA_CRLF:
-                if line != b"\r\n":
+                if end != start:
                     raise ValueError("chunk data not followed by CRLF")
                 self._state = self._SIZE
             elif state == self._SIZE:
-                match = CHUNK_LINE.fullmatch(line, 0, len(line) - 2)
+                match = CHUNK_LINE.fullmatch(buf, start, end)
                 if match is None:
-                    raise ValueError(f"malformed chunk-size line {line[:32]!r}")
+                    raise ValueError(f"malformed chunk-size line {buf[start : start + 32]!r}")
                 self._left = int(match.group(1), 16)
                 self._state = self._DATA if self._left else self._TRAILERS
             else:  # trailers
-                if line == b"\r\n":
+                if end == start:
                     return pos
-                if FIELDS.fullmatch(line) is None:
-                    raise ValueError(f"malformed trailer line {line[:32]!r}")
+                if FIELDS.fullmatch(buf, start, end + 2) is None:
+                    raise ValueError(f"malformed trailer line {buf[start : start + 32]!r}")
         return -1
