@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from fastproxy.runtime_api import ENV_H11
+
 if TYPE_CHECKING:
     import h11
     from h11._headers import Headers
 else:
-    if os.environ.get("FASTPROXY_H11", "auto") == "pure":
+    if os.environ.get(ENV_H11, "auto") == "pure":
         import h11
         from h11._headers import Headers
     else:

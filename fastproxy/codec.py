@@ -17,6 +17,7 @@ from typing import Final, Protocol
 
 from fastproxy import http1
 from fastproxy._h11 import h11
+from fastproxy.runtime_api import ENV_CODEC
 
 CODECS: Final = ("fast", "lean", "h11")
 
@@ -46,9 +47,9 @@ class HttpConnection(Protocol):
 
 
 def selected() -> str:
-    codec = os.environ.get("FASTPROXY_CODEC", "fast")
+    codec = os.environ.get(ENV_CODEC, "fast")
     if codec not in CODECS:
-        raise ValueError(f"FASTPROXY_CODEC={codec!r} must be one of {', '.join(CODECS)}")
+        raise ValueError(f"{ENV_CODEC}={codec!r} must be one of {', '.join(CODECS)}")
     return codec
 
 

@@ -34,7 +34,8 @@ RESPONSE_DROP: Final = HOP_BY_HOP
 Triple = tuple[bytes, bytes, bytes]
 
 
-def _connection_tokens(items: list[Triple]) -> frozenset[bytes]:
+def connection_tokens(items: list[Triple]) -> frozenset[bytes]:
+    """The lower-cased tokens of every ``Connection`` field."""
     tokens: set[bytes] = set()
     for _, name, value in items:
         if name == b"connection":
@@ -56,7 +57,7 @@ def end_to_end(headers: Headers, drop: frozenset[bytes]) -> Headers:
         name = item[1]
         if name in drop:
             if name == b"connection":
-                extra = _connection_tokens(items)
+                extra = connection_tokens(items)
             continue
         kept.append(item)
     if extra:

@@ -18,6 +18,9 @@ from __future__ import annotations
 import re
 from typing import Final, NamedTuple
 
+from fastproxy._h11 import Headers
+from fastproxy.headers import RESPONSE_DROP, connection_tokens, end_to_end
+
 _TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
 # Field lines: a token, a colon, a value without control characters (HTAB allowed), CRLF.
 FIELDS: Final = re.compile(rb"(?:" + _TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n)*")
@@ -36,11 +39,6 @@ CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\
 _REQUEST_SLOW: Final = frozenset(
     {b"connection", b"keep-alive", b"te", b"upgrade", b"expect",
      b"proxy-connection", b"proxy-authenticate", b"proxy-authorization"}
-)  # fmt: skip
-# In a response these are hop-by-hop and must be dropped before relaying.
-_HOP_NAMES: Final = frozenset(
-    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade",
-     b"proxy-authenticate", b"proxy-authorization"}
 )  # fmt: skip
 _CL_VALUE: Final = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,19})[ \t]*\r", re.IGNORECASE)
 _TE_CHUNKED: Final = re.compile(rb"\ntransfer-encoding:[ \t]*chunked[ \t]*\r", re.IGNORECASE)
@@ -169,11 +167,10 @@ def parse_response(
         return False if status == 101 else Informational(end + 4)
     keep_alive = data.startswith(b"HTTP/1.1")
     head = data[: end + 4]
-    if not _HOP_NAMES.isdisjoint(names):
-        lowered = fields.lower()
-        if b"connection" in names and _has_close(lowered):
+    if not RESPONSE_DROP.isdisjoint(names):
+        head, close = _without_hop_by_hop(head)
+        if close:
             keep_alive = False
-        head = _drop_hop_by_hop(head, lowered)
     if status in (204, 304) or method == b"HEAD":
         return ResponseHead(status, head, end + 4, NO_BODY, 0, keep_alive)
     te = names.count(b"transfer-encoding")
@@ -192,30 +189,18 @@ def parse_response(
     return ResponseHead(status, head, end + 4, LENGTH if length else NO_BODY, length, keep_alive)
 
 
-def _has_close(lowered: bytes) -> bool:
-    at = -1
-    while True:
-        at = lowered.find(b"\nconnection:", at + 1)
-        if at < 0:
-            return False
-        start = at + 12
-        tokens = lowered[start : lowered.index(b"\r", start)].split(b",")
-        if b"close" in (t.strip(b" \t") for t in tokens):
-            return True
-
-
-def _drop_hop_by_hop(head: bytes, lowered: bytes) -> bytes:
-    names = set(_HOP_NAMES)
-    at = -1
-    while True:
-        at = lowered.find(b"\nconnection:", at + 1)
-        if at < 0:
-            break
-        start = at + 12
-        for token in lowered[start : lowered.index(b"\r", start)].split(b","):
-            names.add(token.strip(b" \t"))
-    names -= {b"content-length", b"transfer-encoding", b"trailer"}
-    return _drop_names(head, names)
+def _without_hop_by_hop(head: bytes) -> tuple[bytes, bool]:
+    """The head without its hop-by-hop fields (``headers.end_to_end``'s rules), and whether
+    the server asked to close the connection. Rare: only heads that carry such fields."""
+    lines = head[:-4].split(b"\r\n")
+    triples = []
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        triples.append((name, name.lower(), value.strip(b" \t")))
+    close = b"close" in connection_tokens(triples)
+    kept = end_to_end(Headers(triples), RESPONSE_DROP)._full_items
+    fields = [raw + b": " + value for raw, _, value in kept]
+    return b"\r\n".join([lines[0], *fields]) + b"\r\n\r\n", close
 
 
 def _drop_names(head: bytes, names: set[bytes]) -> bytes:
