@@ -11,84 +11,43 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import threading
 from collections.abc import Callable, Coroutine
-from types import TracebackType
 from typing import Any, TypeVar
 
 from fastproxy.emulator.sandbox import InvokeOutcome, Sandbox, SandboxConfig, ShutdownReport
-from fastproxy.emulator.thread import new_event_loop
+from fastproxy.emulator.thread import LoopThread
 
 T = TypeVar("T")
 
 
-class SandboxThread:
+class SandboxThread(LoopThread):
     """A sandbox whose event loop runs on a daemon thread; methods are thread-safe."""
 
+    thread_name = "fastproxy-sandbox"
+    stop_timeout = 30.0
+
     def __init__(self, config: SandboxConfig, *, init: bool = True) -> None:
+        super().__init__()
         self.config = config
         self._init = init
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._sandbox: Sandbox | None = None
 
     def start(self) -> SandboxThread:
         """Start the listeners and (unless ``init=False``) run init; re-raises its error."""
-        loop = new_event_loop()
-        self._loop = loop
-        started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(
-            target=self._run, args=(loop, started), name="fastproxy-sandbox", daemon=True
-        )
-        self._thread.start()
-        try:
-            started.result(timeout=self.config.init_timeout + 30)
-        except BaseException:
-            self.stop()
-            raise
+        self._start_thread(timeout=self.config.init_timeout + 30)
         return self
 
-    def _run(
-        self, loop: asyncio.AbstractEventLoop, started: concurrent.futures.Future[None]
-    ) -> None:
-        asyncio.set_event_loop(loop)
+    async def _boot(self) -> None:
+        self._sandbox = Sandbox(self.config)
+        await self._sandbox.start(init=self._init)
 
-        async def boot() -> None:
-            self._sandbox = Sandbox(self.config)
-            await self._sandbox.start(init=self._init)
-
-        try:
-            loop.run_until_complete(boot())
-        except BaseException as exc:
-            started.set_exception(exc)
-        else:
-            started.set_result(None)
-        try:
-            loop.run_forever()
-        finally:
-            if self._sandbox is not None:
-                loop.run_until_complete(self._sandbox.stop())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-
-    def stop(self) -> None:
+    async def _teardown(self) -> None:
         """Shut the sandbox down (if not yet) and close its listeners."""
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=30)
-        self._thread = None
+        if self._sandbox is not None:
+            await self._sandbox.stop()
 
     def __enter__(self) -> SandboxThread:
         return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     # ----------------------------------------------------------------- access
 

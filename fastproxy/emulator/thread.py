@@ -34,60 +34,62 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-class EmulatorThread:
-    """A :class:`RuntimeApiEmulator` on 127.0.0.1 served from a daemon thread.
+class LoopThread:
+    """An asyncio service on an event loop of its own, run by a daemon thread.
 
-    Keyword arguments go to :class:`RuntimeApiEmulator` (``function_name``,
-    ``function_timeout``, ``chunked_events``, ``auto_event``, ``record_limit``, ...), plus
-    ``port`` (default 0: ephemeral) and ``loop`` (``"auto"``, ``"uvloop"`` or ``"asyncio"``).
+    Subclasses start their service in ``_boot`` and stop it in ``_teardown``; ``start`` waits
+    for the boot and re-raises its error, ``stop`` (or leaving the ``with`` block) tears down.
     """
 
-    def __init__(self, *, port: int = 0, loop: str = "auto", **kwargs: Any) -> None:
-        self._port_wanted = port
-        self._loop_kind = loop
-        self._kwargs = kwargs
+    thread_name = "fastproxy-loop"
+    stop_timeout = 10.0
+
+    def __init__(self, loop_kind: str = "auto") -> None:
+        self._loop_kind = loop_kind
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._emulator: RuntimeApiEmulator | None = None
 
-    # ----------------------------------------------------------------- lifecycle
+    async def _boot(self) -> None:
+        raise NotImplementedError
 
-    def start(self) -> EmulatorThread:
+    async def _teardown(self) -> None:
+        raise NotImplementedError
+
+    def _start_thread(self, timeout: float) -> None:
         loop = asyncio.new_event_loop() if self._loop_kind == "asyncio" else new_event_loop()
         self._loop = loop
         ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(
-            target=self._run, args=(loop, ready), name="fastproxy-emulator", daemon=True
+            target=self._run, args=(loop, ready), name=self.thread_name, daemon=True
         )
         self._thread.start()
-        ready.result(timeout=10)
-        return self
+        try:
+            ready.result(timeout=timeout)
+        except BaseException:
+            self.stop()
+            raise
 
     def _run(self, loop: asyncio.AbstractEventLoop, ready: concurrent.futures.Future[None]) -> None:
         asyncio.set_event_loop(loop)
         try:
-            self._emulator = RuntimeApiEmulator(**self._kwargs)
-            loop.run_until_complete(self._emulator.start(port=self._port_wanted))
-        except BaseException as exc:
-            ready.set_exception(exc)
-            loop.close()
-            return
-        ready.set_result(None)
-        try:
+            try:
+                loop.run_until_complete(self._boot())
+            except BaseException as exc:
+                ready.set_exception(exc)
+                return
+            ready.set_result(None)
             loop.run_forever()
         finally:
-            loop.run_until_complete(self._emulator.stop())
+            # Also after a failed boot: whatever it had started (listeners) is released.
+            loop.run_until_complete(self._teardown())
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
 
     def stop(self) -> None:
         if self._loop is not None and self._thread is not None and self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=self.stop_timeout)
         self._thread = None
-
-    def __enter__(self) -> EmulatorThread:
-        return self.start()
 
     def __exit__(
         self,
@@ -96,6 +98,38 @@ class EmulatorThread:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class EmulatorThread(LoopThread):
+    """A :class:`RuntimeApiEmulator` on 127.0.0.1 served from a daemon thread.
+
+    Keyword arguments go to :class:`RuntimeApiEmulator` (``function_name``,
+    ``function_timeout``, ``chunked_events``, ``auto_event``, ``record_limit``, ...), plus
+    ``port`` (default 0: ephemeral) and ``loop`` (``"auto"``, ``"uvloop"`` or ``"asyncio"``).
+    """
+
+    thread_name = "fastproxy-emulator"
+
+    def __init__(self, *, port: int = 0, loop: str = "auto", **kwargs: Any) -> None:
+        super().__init__(loop)
+        self._port_wanted = port
+        self._kwargs = kwargs
+        self._emulator: RuntimeApiEmulator | None = None
+
+    def start(self) -> EmulatorThread:
+        self._start_thread(timeout=10)
+        return self
+
+    async def _boot(self) -> None:
+        self._emulator = RuntimeApiEmulator(**self._kwargs)
+        await self._emulator.start(port=self._port_wanted)
+
+    async def _teardown(self) -> None:
+        if self._emulator is not None:
+            await self._emulator.stop()
+
+    def __enter__(self) -> EmulatorThread:
+        return self.start()
 
     # ----------------------------------------------------------------- access
 
