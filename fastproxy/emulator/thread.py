@@ -65,30 +65,47 @@ class LoopThread:
         self._thread.start()
         try:
             ready.result(timeout=timeout)
-        except BaseException:
+        except concurrent.futures.TimeoutError:
             self.stop()
+            raise
+        except BaseException:
+            # A failed boot: the thread has torn down already and is ending on its own. Stopping
+            # its loop now would cut the teardown short ("Event loop stopped before Future
+            # completed").
+            self._thread.join(timeout=self.stop_timeout)
+            self._thread = None
             raise
 
     def _run(self, loop: asyncio.AbstractEventLoop, ready: concurrent.futures.Future[None]) -> None:
         asyncio.set_event_loop(loop)
+        failure: BaseException | None = None
         try:
             try:
                 loop.run_until_complete(self._boot())
             except BaseException as exc:
-                ready.set_exception(exc)
-                return
-            ready.set_result(None)
-            loop.run_forever()
+                failure = exc
+            else:
+                ready.set_result(None)
+                loop.run_forever()
         finally:
-            # Also after a failed boot: whatever it had started (listeners) is released.
-            loop.run_until_complete(self._teardown())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
+            # Also after a failed boot: whatever it had started (listeners) is released, before
+            # the caller learns of the failure.
+            try:
+                loop.run_until_complete(self._teardown())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                if failure is not None:
+                    ready.set_exception(failure)
 
     def stop(self) -> None:
-        if self._loop is not None and self._thread is not None and self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(timeout=self.stop_timeout)
+        thread = self._thread
+        if self._loop is not None and thread is not None and thread.is_alive():
+            try:
+                self._loop.call_soon_threadsafe(self._loop.stop)
+            except RuntimeError:
+                pass  # the loop already closed: the thread is ending on its own
+            thread.join(timeout=self.stop_timeout)
         self._thread = None
 
     def __exit__(
