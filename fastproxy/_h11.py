@@ -1,7 +1,7 @@
-"""Select the h11 build: the mypyc-compiled ``h11_mypyc`` when installed, else pure h11.
+"""Select the h11 build for the general path: h11-mypyc when installed, else pure h11.
 
-Both expose the same API; the compiled one spends about a third of the CPU per message.
-``FASTPROXY_H11=pure`` forces the pure-Python build (the test suite runs against both).
+Both expose the same public API; the compiled one spends about a third of the CPU per message.
+``FASTPROXY_H11=pure`` forces the pure-Python build.
 """
 
 from __future__ import annotations
@@ -13,19 +13,15 @@ from fastproxy.runtime_api import ENV_H11
 
 if TYPE_CHECKING:
     import h11
-    from h11._headers import Headers
 else:
     if os.environ.get(ENV_H11, "auto") == "pure":
         import h11
-        from h11._headers import Headers
     else:
         try:
             import h11_mypyc as h11
-            from h11_mypyc._headers import Headers
         except ImportError:
             import h11
-            from h11._headers import Headers
 
 BUILD: str = "h11-mypyc" if h11.__name__ == "h11_mypyc" else "h11"
 
-__all__ = ("BUILD", "Headers", "h11")
+__all__ = ("BUILD", "h11")

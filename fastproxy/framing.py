@@ -1,0 +1,424 @@
+"""HTTP/1.1 framing for the relay path: the head recogniser, hop-by-hop rules, the chunk scanner.
+
+The relay path forwards the bytes that arrive. This module decides, for each head, whether
+that is safe and what to cut out, in a few C-level calls per head (one regular expression for
+the request line, a translation table and three counts for the whole field block, one
+``findall`` for the field names):
+
+- ``parse_request`` reads a runtime's request head. Heads real runtimes send (``Content-Length``
+  or chunked bodies, ``Trailer``, ``Connection: keep-alive``, ...) are recognised; hop-by-hop
+  fields are sliced out of the head bytes; heads the relay does not handle (``Expect``,
+  HTTP/1.0, obs-fold, unusual framing, ...) are handed to h11 (``GENERAL``); heads no one should
+  forward are refused at once with a status.
+- ``parse_response`` reads the Runtime API's response head the same way.
+- ``ChunkScanner`` follows a chunked body through the bytes that pass, to find its end; when
+  asked, it also hands out the chunk data and the trailers (for hooks).
+
+Hop-by-hop fields (RFC 9110 7.6.1): ``Connection``, the fields it names, ``Keep-Alive``,
+``Proxy-Connection``, ``TE``, ``Upgrade`` and the ``Proxy-Auth*`` pair are this hop's only.
+``Trailer`` is end-to-end: streamed Runtime API responses pre-declare their error trailers
+with it. Framing fields stay as sent: the relay keeps the sender's framing.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final, NamedTuple
+
+from fastproxy import errors
+
+_TCHAR: Final = rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]"
+# One field line: a token, a colon, a value without control characters (HTAB allowed), CRLF.
+FIELD_LINE: Final = re.compile(_TCHAR + rb"+:[^\x00-\x08\x0a-\x1f\x7f]*\r\n")
+_NAME_AT_LINE: Final = re.compile(rb"\n(" + _TCHAR + rb"+):")
+# Maps every byte allowed in a head to "a" and every other control character to NUL, so that
+# ``translate(...).isalpha()`` checks a whole head in two C calls.
+_CTL_TABLE: Final = bytes(
+    0 if (c < 0x20 and c not in (0x09, 0x0A, 0x0D)) or c == 0x7F else 0x61 for c in range(256)
+)
+REQUEST_LINE: Final = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/1\.([01])")
+_LINE_START: Final = re.compile(_TCHAR + rb"+ ")
+STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] ([1-9][0-9][0-9]) [^\x00-\x08\x0a-\x1f\x7f]*")
+CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
+_CL_VALUE: Final = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,19})[ \t]*\r", re.IGNORECASE)
+_TE_CHUNKED: Final = re.compile(rb"\ntransfer-encoding:[ \t]*chunked[ \t]*\r", re.IGNORECASE)
+
+MAX_TARGET: Final = 8 * 1024
+MAX_CHUNK_LINE: Final = 4096
+
+HOP_BY_HOP: Final = frozenset(
+    {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade",
+     b"proxy-authenticate", b"proxy-authorization"}
+)  # fmt: skip
+# Never named away by a Connection field: framing stays the sender's, Trailer is end-to-end.
+_KEPT_ALWAYS: Final = frozenset({b"content-length", b"transfer-encoding", b"trailer", b"host"})
+# Heads with these go to h11: it answers 100-continue, and it reads HTTP/1.0 rules.
+_GENERAL_NAMES: Final = frozenset({b"expect"})
+
+# Body framing.
+NO_BODY: Final = 0
+LENGTH: Final = 1
+CHUNKED: Final = 2
+UNTIL_CLOSE: Final = 3
+
+
+class RequestHead(NamedTuple):
+    method: bytes
+    target: bytes
+    head: bytes  # the head to send on, hop-by-hop fields cut out; b"" when it goes on as it came
+    end: int  # index just past the head's CRLF CRLF in the received bytes
+    framing: int  # NO_BODY, LENGTH or CHUNKED
+    length: int  # the Content-Length (LENGTH)
+    close: bool  # the runtime asked to close the connection after this exchange
+
+
+class Refusal(NamedTuple):
+    """A request that must not be forwarded: answer ``status`` and close."""
+
+    status: int
+    error_type: str
+    message: str
+
+
+class _General:
+    """Sentinel: a head the relay does not handle; h11 reads it."""
+
+
+class _NeedMore:
+    """Sentinel: the head is not complete yet."""
+
+
+GENERAL: Final = _General()
+NEED_MORE: Final = _NeedMore()
+
+NOT_A_PROXY: Final = Refusal(
+    400,
+    errors.NOT_A_PROXY,
+    "fastproxy forwards origin-form requests to its configured Runtime API only; "
+    "absolute-form targets and CONNECT are refused",
+)
+TOO_LONG: Final = Refusal(
+    414, errors.URI_TOO_LONG, f"request target longer than {MAX_TARGET} bytes"
+)
+
+
+def field_names(fields: bytes) -> list[bytes] | None:
+    """Lower-cased field names, or None when a line is malformed (or obs-folded).
+
+    ``fields`` is ``"\\n"`` then the field lines, each ending in CRLF. The checks equal a full
+    match of ``FIELD_LINE`` on every line: every CR and LF belongs to a CRLF, no other control
+    character, each line starts with a token and a colon. They take a few C calls because the
+    obvious per-line loop is most of a head's cost.
+    """
+    lines = fields.count(b"\n") - 1
+    if fields.count(b"\r") != lines or fields.count(b"\r\n") != lines:
+        return None
+    if not fields.translate(_CTL_TABLE).isalpha():
+        return None
+    names: list[bytes] = _NAME_AT_LINE.findall(fields)
+    if len(names) != lines:
+        return None
+    return b"\n".join(names).lower().split(b"\n") if names else []
+
+
+def field_values(fields: bytes, names: list[bytes], wanted: bytes) -> list[bytes]:
+    """The values of every field called ``wanted`` (lower-case), without surrounding blanks."""
+    lines = fields[1:-2].split(b"\r\n")
+    return [
+        line.partition(b":")[2].strip(b" \t")
+        for line, name in zip(lines, names, strict=True)
+        if name == wanted
+    ]
+
+
+def connection_tokens(fields: bytes, names: list[bytes]) -> frozenset[bytes]:
+    tokens: set[bytes] = set()
+    for value in field_values(fields, names, b"connection"):
+        tokens.update(t.strip(b" \t").lower() for t in value.split(b","))
+    tokens.discard(b"")
+    return frozenset(tokens)
+
+
+def cut_fields(
+    start_line: bytes, fields: bytes, names: list[bytes], drop: frozenset[bytes]
+) -> bytes:
+    """The head (start line, fields, CRLF CRLF) without the fields whose names are in ``drop``."""
+    lines = fields[1:-2].split(b"\r\n")
+    kept = [line for line, name in zip(lines, names, strict=True) if name not in drop]
+    return b"\r\n".join([start_line, *kept, b""]) + b"\r\n"
+
+
+def hop_by_hop(fields: bytes, names: list[bytes]) -> tuple[frozenset[bytes], bool]:
+    """The names to cut from a head that carries hop-by-hop fields, and whether it says close."""
+    tokens = connection_tokens(fields, names) if b"connection" in names else frozenset()
+    return HOP_BY_HOP | (tokens - _KEPT_ALWAYS), b"close" in tokens
+
+
+def _length(fields: bytes, names: list[bytes]) -> int | None:
+    """The Content-Length value, 0 when absent, None when repeated or unusual."""
+    count = names.count(b"content-length")
+    if not count:
+        return 0
+    if count > 1:
+        return None
+    match = _CL_VALUE.search(fields)
+    return int(match.group(1)) if match is not None else None
+
+
+def check_request_line(data: bytes, line_end: int) -> Refusal | tuple[bytes, bytes, bytes]:
+    """The request line's method, target and minor version, or why it is refused."""
+    match = REQUEST_LINE.fullmatch(data, 0, line_end)
+    if match is None:
+        return Refusal(400, errors.BAD_REQUEST, "malformed request line")
+    method, target, minor = match.groups()
+    if len(target) > MAX_TARGET:
+        return TOO_LONG
+    if method == b"CONNECT" or target[0] != 47:  # "/": origin-form only
+        return NOT_A_PROXY
+    return method, target, minor
+
+
+def parse_request(
+    data: bytes, max_head: int, max_fields: int, relay: bool = True
+) -> RequestHead | Refusal | _General | _NeedMore:
+    """Read the request head at the start of ``data``.
+
+    A malformed request line is refused as soon as its CRLF has arrived (or once it is longer
+    than any acceptable one), not when the head limit is reached. ``relay=False`` checks the
+    request line only and leaves every complete head to h11.
+    """
+    line_end = data.find(b"\r\n")
+    if line_end < 0:
+        if len(data) > MAX_TARGET + 64:
+            start = _LINE_START.match(data)
+            if start is not None and data[start.end() : start.end() + 1] == b"/":
+                return TOO_LONG
+            return Refusal(400, errors.BAD_REQUEST, "malformed request line")
+        return NEED_MORE
+    line = check_request_line(data, line_end)
+    if isinstance(line, Refusal):
+        return line
+    end = data.find(b"\r\n\r\n", line_end)
+    if end < 0 or end > max_head:
+        if end > max_head or len(data) > max_head:
+            return Refusal(431, errors.HEADERS_TOO_LARGE, f"request head over {max_head} bytes")
+        return NEED_MORE
+    method, target, minor = line
+    if not relay or minor != b"1":
+        return GENERAL
+    fields = data[line_end + 1 : end + 2]  # "\n" + field lines, each ending in CRLF
+    names = field_names(fields)
+    if names is None:
+        return GENERAL  # h11 refuses it, or unfolds obs-fold before it goes on
+    if len(names) > max_fields:
+        return Refusal(431, errors.HEADERS_TOO_LARGE, f"more than {max_fields} header fields")
+    if names.count(b"host") != 1 or not _GENERAL_NAMES.isdisjoint(names):
+        return GENERAL
+    te = names.count(b"transfer-encoding")
+    if te:
+        if b"content-length" in names:
+            # Readers disagree on which one wins: forwarding both invites request smuggling.
+            return Refusal(400, errors.BAD_REQUEST, "both Transfer-Encoding and Content-Length")
+        if te > 1 or _TE_CHUNKED.search(fields) is None:
+            return GENERAL  # h11 answers other codings (501)
+        framing, length = CHUNKED, 0
+    else:
+        found = _length(fields, names)
+        if found is None:
+            return GENERAL
+        framing, length = (LENGTH, found) if found else (NO_BODY, 0)
+    close = False
+    head = b""
+    if not HOP_BY_HOP.isdisjoint(names):
+        drop, close = hop_by_hop(fields, names)
+        head = cut_fields(data[:line_end], fields, names, drop)
+    return RequestHead(method, target, head, end + 4, framing, length, close)
+
+
+class Informational(NamedTuple):
+    """A 1xx response head (never asked for, but a client must accept it): skip ``end`` bytes."""
+
+    end: int
+
+
+class ResponseHead(NamedTuple):
+    status: int
+    head: bytes  # the head to send on, hop-by-hop fields cut out; b"" when it goes on as it came
+    end: int  # index just past the head's CRLF CRLF in the received bytes
+    framing: int
+    length: int
+    keep_alive: bool  # the connection may carry another exchange afterwards
+
+
+def parse_response(
+    data: bytes, max_head: int, method: bytes
+) -> ResponseHead | Informational | bool | None:
+    """The response head at the start of ``data``.
+
+    Returns None while the head is incomplete, False when it is malformed or too large (the
+    caller fails the exchange), else the parsed head.
+    """
+    end = data.find(b"\r\n\r\n")
+    if end < 0:
+        return False if len(data) > max_head else None
+    if end > max_head:
+        return False
+    line_end = data.find(b"\r\n")
+    match = STATUS_LINE.fullmatch(data, 0, line_end)
+    if match is None:
+        return False
+    fields = data[line_end + 1 : end + 2]
+    names = field_names(fields)
+    if names is None:
+        return False
+    status = int(match.group(1))
+    if status < 200:
+        # fastproxy sends no Expect upstream, but RFC 9110 15.2: a client must accept 1xx.
+        return False if status == 101 else Informational(end + 4)
+    keep_alive = data.startswith(b"HTTP/1.1")
+    head = b""
+    drop: frozenset[bytes] = frozenset()
+    if not HOP_BY_HOP.isdisjoint(names):
+        drop, close = hop_by_hop(fields, names)
+        keep_alive = keep_alive and not close
+    if status in (204, 304) or method == b"HEAD":
+        framing, length = NO_BODY, 0
+    elif b"transfer-encoding" in names:
+        if names.count(b"transfer-encoding") > 1 or _TE_CHUNKED.search(fields) is None:
+            return False
+        if b"content-length" in names:
+            drop = drop | {b"content-length"}  # RFC 9112 6.3: chunked wins; never send both
+        framing, length = CHUNKED, 0
+    else:
+        found = _length(fields, names)
+        if found is None:
+            return False
+        if b"content-length" not in names:
+            # Delimited by the close: the connection cannot be reused.
+            framing, length, keep_alive = UNTIL_CLOSE, 0, False
+        else:
+            framing, length = (LENGTH, found) if found else (NO_BODY, 0)
+    if drop:
+        head = cut_fields(data[:line_end], fields, names, drop)
+    return ResponseHead(status, head, end + 4, framing, length, keep_alive)
+
+
+def parse_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The ``(name, value)`` fields of a head the recogniser accepted (for hooks)."""
+    lines = head[: head.find(b"\r\n\r\n")].split(b"\r\n")[1:]
+    out = []
+    for line in lines:
+        name, _, value = line.partition(b":")
+        out.append((name, value.strip(b" \t")))
+    return out
+
+
+class ChunkScanner:
+    """Follows a chunked body through the bytes that pass, to find where the message ends.
+
+    The bytes themselves are relayed untouched (chunk sizes, extensions and trailers as the
+    sender wrote them); the scanner only validates the framing as it goes. With ``collect``
+    set, it also appends each piece of chunk data to ``data_out`` and each trailer line (its
+    bytes without CRLF) to ``trailers``: hooks read those.
+    """
+
+    __slots__ = ("_left", "_line", "_state", "collect", "data_out", "max_line", "trailers")
+
+    _SIZE = 0
+    _DATA = 1
+    _DATA_CRLF = 2
+    _TRAILERS = 3
+
+    def __init__(self, max_line: int = MAX_CHUNK_LINE, collect: bool = False) -> None:
+        self._state = self._SIZE
+        self._left = 0
+        self._line = b""  # partial line carried over between reads
+        self.max_line = max_line
+        self.collect = collect
+        self.data_out: list[bytes] = []
+        self.trailers: list[bytes] = []
+
+    def feed(self, data: bytes, pos: int = 0) -> int:
+        """Scan ``data[pos:]``; return the index just past the message end, or -1 (needs more).
+
+        Raises ``ValueError`` for malformed framing.
+        """
+        size = len(data)
+        while pos < size:
+            state = self._state
+            if state == self._DATA:
+                left = self._left
+                if size - pos < left:
+                    self._left = left - (size - pos)
+                    if self.collect:
+                        self.data_out.append(data[pos:] if pos else data)
+                    return -1
+                if self.collect:
+                    self.data_out.append(data[pos : pos + left])
+                pos += left
+                self._left = 0
+                self._state = state = self._DATA_CRLF
+            if self._line:
+                # A framing line split across reads: rare, so the copy is fine.
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    self._line += data[pos:]
+                    if len(self._line) > self.max_line:
+                        raise ValueError("chunk framing line too long")
+                    return -1
+                buf = self._line + data[pos : nl + 1]
+                self._line = b""
+                pos = nl + 1
+                if len(buf) > self.max_line:
+                    raise ValueError("chunk framing line too long")
+                if not buf.endswith(b"\r\n"):
+                    raise ValueError("bare LF in chunk framing")
+                start, end = 0, len(buf) - 2
+            elif state == self._DATA_CRLF and size - pos >= 2:
+                # The common case, without slicing: the CRLF right after the chunk data.
+                if data[pos] != 13 or data[pos + 1] != 10:
+                    raise ValueError("chunk data not followed by CRLF")
+                pos += 2
+                self._state = self._SIZE
+                continue
+            else:
+                nl = data.find(b"\n", pos)
+                if nl < 0:
+                    self._line = data[pos:]
+                    if len(self._line) > self.max_line:
+                        raise ValueError("chunk framing line too long")
+                    return -1
+                if nl - pos + 1 > self.max_line:
+                    raise ValueError("chunk framing line too long")
+                if nl == pos or data[nl - 1] != 13:
+                    raise ValueError("bare LF in chunk framing")
+                buf, start, end = data, pos, nl - 1  # the line is buf[start:end], CRLF after
+                pos = nl + 1
+            if state == self._DATA_CRLF:
+                if end != start:
+                    raise ValueError("chunk data not followed by CRLF")
+                self._state = self._SIZE
+            elif state == self._SIZE:
+                match = CHUNK_LINE.fullmatch(buf, start, end)
+                if match is None:
+                    raise ValueError(f"malformed chunk-size line {buf[start : start + 32]!r}")
+                self._left = int(match.group(1), 16)
+                self._state = self._DATA if self._left else self._TRAILERS
+            else:  # trailers
+                if end == start:
+                    return pos
+                if FIELD_LINE.fullmatch(buf, start, end + 2) is None:
+                    raise ValueError(f"malformed trailer line {buf[start : start + 32]!r}")
+                if self.collect:
+                    self.trailers.append(buf[start:end])
+        return -1
+
+
+def chunk(data: bytes) -> list[bytes]:
+    """``data`` framed as one chunk (for bodies the proxy re-frames)."""
+    return [b"%x\r\n" % len(data), data, b"\r\n"]
+
+
+def last_chunk(trailer_lines: list[bytes]) -> bytes:
+    """The last chunk with the given trailer lines (each without its CRLF)."""
+    return b"0\r\n" + b"".join(line + b"\r\n" for line in trailer_lines) + b"\r\n"
