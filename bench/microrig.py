@@ -16,7 +16,8 @@ from typing import Final, cast
 from bench.wire import HEAD_END, ChunkedDecoder, is_chunked, parse_head
 from fastproxy.config import resolve
 from fastproxy.listener import bind_listener, bound_port
-from fastproxy.server import DownstreamConnection, ProxyServer
+from fastproxy.downstream import DownstreamProtocol
+from fastproxy.server import ProxyServer
 
 WAIT_S: Final = 10.0
 EVENT: Final = b'{"key": "value"}'
@@ -166,7 +167,7 @@ class ProxyRig:
         return self.server
 
     @property
-    def downstream(self) -> DownstreamConnection:
+    def downstream(self) -> DownstreamProtocol:
         """The proxy's protocol object for the runtime connection."""
         (conn,) = self.proxy.connections
         return conn

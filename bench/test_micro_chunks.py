@@ -1,7 +1,7 @@
 """Micro benchmarks: body pieces relayed by the proxy, both directions.
 
 - request: one 16 KiB chunk of a streamed response (``Transfer-Encoding: chunked``, response
-  mode ``streaming``) fed to ``DownstreamConnection.data_received``, parsed and written to the
+  mode ``streaming``) fed to ``DownstreamProtocol.data_received``, parsed and written to the
   upstream socket;
 - event: one 64 KiB piece of a large ``/next`` event fed to the upstream connection's
   ``data_received`` and written to the runtime's socket.
@@ -71,8 +71,9 @@ def test_event_piece_relay(benchmark: Any, loop: asyncio.AbstractEventLoop, rig:
     assert rig.runtime is not None and rig.runtime.transport is not None
     rig.runtime.transport.write(NEXT_HEAD)
     loop.run_until_complete(rig.until(lambda: rig.upstream_heads > heads))
-    upstream = rig.downstream.upstream
-    assert upstream is not None
+    exchange = rig.downstream.exchange
+    assert exchange is not None and exchange.up is not None
+    upstream = exchange.up
     total = (ROUNDS + WARMUP_ROUNDS) * PIECE
     upstream.data_received(
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"

@@ -1,6 +1,6 @@
 """Micro benchmark: one request head parsed by the proxy and forwarded upstream.
 
-Times ``DownstreamConnection.data_received`` for a runtime's ``GET /next`` head, exactly as
+Times ``DownstreamProtocol.data_received`` for a runtime's ``GET /next`` head, exactly as
 the transport calls it: parse, hop-by-hop filtering, a pooled upstream connection checked out
 (with its liveness check), the head serialised and written to the real upstream socket.
 Between rounds, outside the timing, the loop runs until the response is back.

@@ -20,8 +20,10 @@ from fastproxy import errors, framing
 from fastproxy.exchange import Exchange
 from fastproxy.flow import PEER_FULL, PIPELINED, Flow
 
+# Imported with the proxy, not on first use: a missing h11 must fail the start, not a request.
+from fastproxy.general import GeneralPath
+
 if TYPE_CHECKING:
-    from fastproxy.general import GeneralPath
     from fastproxy.server import ProxyServer
 
 _REQUEST_HEAD: Final = framing.RequestHead
@@ -115,8 +117,6 @@ class DownstreamProtocol(asyncio.Protocol):
         elif kind is _REFUSAL:
             self.answer_error(*head)  # type: ignore[misc]
         else:
-            from fastproxy.general import GeneralPath
-
             self.general = GeneralPath(self)
             self.general.data_received(data)
 

@@ -1,8 +1,9 @@
 """Shared fixtures: the Runtime API emulator and a real proxy process in front of it.
 
-Every proxy test runs under both event loops (uvloop and asyncio's default); the HTTP codec
-(``FASTPROXY_CODEC``) and the h11 build (``FASTPROXY_H11``) are chosen by the environment, and
-``.ci/run`` runs the proxy suites under each.
+Every proxy test runs under both event loops (uvloop and asyncio's default); the path
+(``FASTPROXY_PATH``: ``relay``, or ``h11`` for every request) and the h11 build
+(``FASTPROXY_H11``) are chosen by the environment, and ``.ci/run`` runs the proxy suites under
+each.
 """
 
 from __future__ import annotations
