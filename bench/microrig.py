@@ -15,8 +15,8 @@ from typing import Final, cast
 
 from bench.wire import HEAD_END, ChunkedDecoder, is_chunked, parse_head
 from fastproxy.config import resolve
-from fastproxy.listener import bind_listener, bound_port
 from fastproxy.downstream import DownstreamProtocol
+from fastproxy.listener import bind_listener, bound_port
 from fastproxy.server import ProxyServer
 
 WAIT_S: Final = 10.0

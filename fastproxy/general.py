@@ -124,7 +124,9 @@ class GeneralPath:
             down.answer_error(*parsed)
             return False
         if self.conn.they_are_waiting_for_100_continue:
-            out = self.conn.send(h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue"))
+            out = self.conn.send(
+                h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+            )
             if out:
                 down.flow.transport.write(out)
         client = h11.Connection(h11.CLIENT, max_incomplete_event_size=config.max_head_bytes)

@@ -27,9 +27,7 @@ NODE_NEXT = (
     b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n"
     b"Connection: keep-alive\r\n\r\n"
 )
-NODE_NEXT_SENT = (
-    b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n\r\n"
-)
+NODE_NEXT_SENT = b"GET /2018-06-01/runtime/invocation/next HTTP/1.1\r\nHost: 127.0.0.1:9001\r\n\r\n"
 NODE_STREAM = (
     b"POST /2018-06-01/runtime/invocation/r1/response HTTP/1.1\r\n"
     b"Lambda-Runtime-Function-Response-Mode: streaming\r\n"
@@ -157,7 +155,9 @@ def test_node_streamed_response_with_trailers_takes_the_relay_path(
         down.data_received(piece)
     assert down.exchange.request_done
     sent = up_wire.data
-    assert sent == NODE_STREAM.replace(b"Connection: keep-alive\r\n", b"") + b"5\r\nhello\r\n" + body
+    assert (
+        sent == NODE_STREAM.replace(b"Connection: keep-alive\r\n", b"") + b"5\r\nhello\r\n" + body
+    )
     up.data_received(ACCEPTED)
     assert down_wire.data == ACCEPTED
     assert server.pool.idle_count == 1
@@ -165,7 +165,7 @@ def test_node_streamed_response_with_trailers_takes_the_relay_path(
 
 def test_python_client_post_is_relayed_as_it_came(loop: asyncio.AbstractEventLoop) -> None:
     server = make_server(loop)
-    up, up_wire = pooled(server)
+    _up, up_wire = pooled(server)
     down, _ = runtime(server)
     down.data_received(PYTHON_POST)
     assert up_wire.written == [PYTHON_POST]  # no copy, no rewrite: the same bytes object
@@ -247,7 +247,7 @@ def test_close_delimited_response_is_reframed_chunked(loop: asyncio.AbstractEven
 
 def test_runtime_gone_mid_body_aborts_upstream(loop: asyncio.AbstractEventLoop) -> None:
     server = make_server(loop)
-    up, up_wire = pooled(server)
+    _up, up_wire = pooled(server)
     down, _ = runtime(server)
     down.data_received(PYTHON_POST[:-1])
     down.connection_lost(None)
