@@ -50,7 +50,7 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         exchange = self.exchange
-        if exchange is not None:
+        if exchange is not None and self.general is None:
             end = exchange.request_data(data)
             if end < len(data) and not self.closed:
                 self._hold(data[end:] if end else data)
@@ -73,7 +73,10 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.general is not None:
             self.general.eof_received()
             return True
-        if exchange is None and not self.buf:
+        if exchange is None:
+            if self.buf:
+                self.answer_error(400, errors.BAD_REQUEST, "the request head was cut short")
+                return False
             self.close()
         return True
 

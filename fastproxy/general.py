@@ -139,8 +139,7 @@ class GeneralPath:
     def _body(self, parts: list[bytes]) -> None:
         exchange = self.down.exchange
         if exchange is not None:
-            for part in parts:
-                exchange.request_data(part)
+            exchange.request_data(parts[0] if len(parts) == 1 else b"".join(parts))
 
     def response_parts(self, parts: list[bytes]) -> None:
         """Bytes the exchange relays to the runtime: framed again by h11 for this client."""
