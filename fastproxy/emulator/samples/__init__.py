@@ -1,4 +1,4 @@
-"""Sample functions the sandbox demo runs (copies live in ``examples/functions/``).
+"""Sample functions the sandbox demo runs (``examples/functions/`` links to these files).
 
 - ``echo.py``: a Python handler module for ``awslambdaric`` (``echo.handler``, ``echo.fail``,
   ``echo.big``).
