@@ -40,7 +40,7 @@ _LENGTH: Final = framing.LENGTH
 
 
 class HookHandler(Protocol):
-    """A hook's hold on one exchange (see ``hooked.py``)."""
+    """A hook's hold on one exchange (see ``hooked/``)."""
 
     def begin(self, data: bytes, head: framing.RequestHead) -> int: ...
 
@@ -80,11 +80,10 @@ class Exchange:
 
     def begin(self, data: bytes, head: framing.RequestHead) -> int:
         """Relay the head and the body bytes in ``data``; return where the request ends in it."""
-        hooks = self.server.hooks
+        server = self.server
+        hooks = server.hooks
         if hooks is not None:
-            from fastproxy.hooked import select
-
-            hook = select(self, data, head, hooks)
+            hook = server.select_hook(self, data, head, hooks)
             if hook is not None:
                 self.hook = hook
                 return hook.begin(data, head)

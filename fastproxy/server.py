@@ -1,7 +1,7 @@
 """The proxy: listening, the connections it serves, draining on shutdown, and its stats.
 
 The data path, in the order a request takes it: ``downstream.py`` (the runtime's connection)
--> ``exchange.py`` (one request/response pair; ``hooked.py`` when a hook looks at it;
+-> ``exchange.py`` (one request/response pair; ``hooked/`` when a hook looks at it;
 ``general.py`` when h11 reads the request) -> ``pool.py`` / ``upstream.py`` (the Runtime API's
 connection) and back. ``framing.py`` recognises heads and follows bodies; ``flow.py`` pauses
 reading on one side while the other side's writes are backed up.
@@ -52,9 +52,10 @@ class ProxyServer:
         self.relay = selected_path() == "relay"
         self.tasks: set[asyncio.Task[None]] = set()
         if hooks is not None:
-            from fastproxy.hooked import Contexts
+            from fastproxy.hooked import Contexts, select
 
             self.contexts: Contexts = Contexts()
+            self.select_hook = select
         self.connections: set[DownstreamProtocol] = set()
         self.requests = 0
         self.draining = False
