@@ -174,3 +174,46 @@ def test_fuzzed_input_never_crashes_the_proxy(
     assert data == b"" or status is not None
     assert proxy.proc is not None and proxy.proc.poll() is None
     assert_still_serving(emu, proxy.port)
+
+
+def refused_at_once(port: int, raw: bytes) -> bytes:
+    """Send ``raw`` and nothing more (no half-close): the answer must come from the bytes alone."""
+    sock = connect(port)
+    try:
+        try:
+            sock.sendall(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the proxy answered and closed before all of it was sent
+        return read_until_close(sock)
+    finally:
+        sock.close()
+
+
+def test_http09_request_line_is_refused_at_its_crlf(
+    emu: EmulatorThread, proxy: ProxyProcess
+) -> None:
+    data = refused_at_once(proxy.port, f"GET {api.NEXT_PATH}\r\n".encode())
+    assert status_of(data) == 400
+    assert b"Proxy.BadRequest" in data
+    assert_still_serving(emu, proxy.port)
+
+
+def test_64_kib_of_random_bytes_are_refused_without_waiting_for_the_head_limit(
+    emu: EmulatorThread, proxy: ProxyProcess
+) -> None:
+    noise = bytes((i * 7919 + 13) % 251 + 1 for i in range(64 * 1024)).replace(b"\r", b"r")
+    data = refused_at_once(proxy.port, noise)
+    assert status_of(data) == 400
+    assert_still_serving(emu, proxy.port)
+    assert [r.target for r in emu.requests] == [api.NEXT_PATH]
+
+
+def test_request_target_over_8_kib_is_414_and_never_forwarded(
+    emu: EmulatorThread, proxy: ProxyProcess
+) -> None:
+    target = "/2018-06-01/ping?" + "q" * (200 * 1024)
+    data = refused_at_once(proxy.port, f"GET {target} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    assert status_of(data) == 414
+    assert b"Proxy.UriTooLong" in data
+    assert_still_serving(emu, proxy.port)
+    assert [r.target for r in emu.requests] == [api.NEXT_PATH]
