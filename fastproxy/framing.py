@@ -40,8 +40,16 @@ REQUEST_LINE: Final = re.compile(rb"(" + _TCHAR + rb"+) ([\x21-\x7e]+) HTTP/1\.(
 _LINE_START: Final = re.compile(_TCHAR + rb"+ ")
 STATUS_LINE: Final = re.compile(rb"HTTP/1\.[01] ([1-9][0-9][0-9]) [^\x00-\x08\x0a-\x1f\x7f]*")
 CHUNK_LINE: Final = re.compile(rb"([0-9A-Fa-f]{1,16})(?:[ \t]*;[^\x00-\x08\x0a-\x1f\x7f]*)?")
-_CL_VALUE: Final = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,19})[ \t]*\r", re.IGNORECASE)
-_TE_CHUNKED: Final = re.compile(rb"\ntransfer-encoding:[ \t]*chunked[ \t]*\r", re.IGNORECASE)
+# These run on the lower-cased field block (one ``lower()`` per head serves every search).
+_CL_VALUE: Final = re.compile(rb"\ncontent-length:[ \t]*([0-9]{1,19})[ \t]*\r")
+_TE_CHUNKED: Final = re.compile(rb"\ntransfer-encoding:[ \t]*chunked[ \t]*\r")
+_CONNECTION_VALUE: Final = re.compile(rb"\nconnection:([^\r]*)\r")
+# A whole hop-by-hop field line with the CRLF before it, in a head whose lines were checked.
+_HOP_LINE: Final = re.compile(
+    rb"\r\n(?:connection|keep-alive|proxy-connection|te|upgrade|proxy-authenticate"
+    rb"|proxy-authorization):[^\r]*(?=\r\n)",
+    re.IGNORECASE,
+)
 
 MAX_TARGET: Final = 8 * 1024
 MAX_CHUNK_LINE: Final = 4096
@@ -50,10 +58,14 @@ HOP_BY_HOP: Final = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"te", b"upgrade",
      b"proxy-authenticate", b"proxy-authorization"}
 )  # fmt: skip
-# Never named away by a Connection field: framing stays the sender's, Trailer is end-to-end.
-_KEPT_ALWAYS: Final = frozenset({b"content-length", b"transfer-encoding", b"trailer", b"host"})
+# Connection tokens that name no field to cut (besides what is always cut), and the fields a
+# Connection field may never name away: framing stays the sender's, Trailer is end-to-end.
+_PLAIN_TOKENS: Final = frozenset(
+    {b"", b"keep-alive", b"close", b"content-length", b"transfer-encoding", b"trailer", b"host"}
+)
 # Heads with these go to h11: it answers 100-continue, and it reads HTTP/1.0 rules.
 _GENERAL_NAMES: Final = frozenset({b"expect"})
+_CONTENT_LENGTH: Final = frozenset({b"content-length"})
 
 # Body framing.
 NO_BODY: Final = 0
@@ -102,8 +114,9 @@ TOO_LONG: Final = Refusal(
 )
 
 
-def field_names(fields: bytes) -> list[bytes] | None:
-    """Lower-cased field names, or None when a line is malformed (or obs-folded).
+def field_names(fields: bytes) -> tuple[list[bytes], bytes] | None:
+    """The lower-cased field names and the lower-cased field block, or None when a line is
+    malformed (or obs-folded).
 
     ``fields`` is ``"\\n"`` then the field lines, each ending in CRLF. The checks equal a full
     match of ``FIELD_LINE`` on every line: every CR and LF belongs to a CRLF, no other control
@@ -115,28 +128,11 @@ def field_names(fields: bytes) -> list[bytes] | None:
         return None
     if not fields.translate(_CTL_TABLE).isalpha():
         return None
-    names: list[bytes] = _NAME_AT_LINE.findall(fields)
+    low = fields.lower()
+    names: list[bytes] = _NAME_AT_LINE.findall(low)
     if len(names) != lines:
         return None
-    return b"\n".join(names).lower().split(b"\n") if names else []
-
-
-def field_values(fields: bytes, names: list[bytes], wanted: bytes) -> list[bytes]:
-    """The values of every field called ``wanted`` (lower-case), without surrounding blanks."""
-    lines = fields[1:-2].split(b"\r\n")
-    return [
-        line.partition(b":")[2].strip(b" \t")
-        for line, name in zip(lines, names, strict=True)
-        if name == wanted
-    ]
-
-
-def connection_tokens(fields: bytes, names: list[bytes]) -> frozenset[bytes]:
-    tokens: set[bytes] = set()
-    for value in field_values(fields, names, b"connection"):
-        tokens.update(t.strip(b" \t").lower() for t in value.split(b","))
-    tokens.discard(b"")
-    return frozenset(tokens)
+    return names, low
 
 
 def cut_fields(
@@ -148,20 +144,38 @@ def cut_fields(
     return b"\r\n".join([start_line, *kept, b""]) + b"\r\n"
 
 
-def hop_by_hop(fields: bytes, names: list[bytes]) -> tuple[frozenset[bytes], bool]:
-    """The names to cut from a head that carries hop-by-hop fields, and whether it says close."""
-    tokens = connection_tokens(fields, names) if b"connection" in names else frozenset()
-    return HOP_BY_HOP | (tokens - _KEPT_ALWAYS), b"close" in tokens
+def cut_hop_by_hop(
+    head: bytes, line_end: int, fields: bytes, low: bytes, names: list[bytes],
+    also: frozenset[bytes] = frozenset(),
+) -> tuple[bytes, bool]:  # fmt: skip
+    """``head`` without its hop-by-hop fields (and ``also``), and whether it says close.
+
+    The common case (``Connection: keep-alive`` or ``close``, ``Keep-Alive``) is one regular
+    expression substitution; fields named by ``Connection`` take a per-line pass.
+    """
+    close = False
+    extra: frozenset[bytes] = frozenset()
+    if b"connection" in names:
+        values = _CONNECTION_VALUE.findall(low)
+        if len(values) == 1 and (value := values[0].strip(b" \t")) in _PLAIN_TOKENS:
+            close = value == b"close"  # the usual "keep-alive" or "close": nothing named
+        else:
+            tokens = {token.strip(b" \t") for value in values for token in value.split(b",")}
+            close = b"close" in tokens
+            extra = frozenset(tokens) - _PLAIN_TOKENS - HOP_BY_HOP
+    if extra or also:
+        return cut_fields(head[:line_end], fields, names, HOP_BY_HOP | extra | also), close
+    return _HOP_LINE.sub(b"", head), close
 
 
-def _length(fields: bytes, names: list[bytes]) -> int | None:
+def _length(low: bytes, names: list[bytes]) -> int | None:
     """The Content-Length value, 0 when absent, None when repeated or unusual."""
     count = names.count(b"content-length")
     if not count:
         return 0
     if count > 1:
         return None
-    match = _CL_VALUE.search(fields)
+    match = _CL_VALUE.search(low)
     return int(match.group(1)) if match is not None else None
 
 
@@ -207,9 +221,10 @@ def parse_request(
     if not relay or minor != b"1":
         return GENERAL
     fields = data[line_end + 1 : end + 2]  # "\n" + field lines, each ending in CRLF
-    names = field_names(fields)
-    if names is None:
+    checked = field_names(fields)
+    if checked is None:
         return GENERAL  # h11 refuses it, or unfolds obs-fold before it goes on
+    names, low = checked
     if len(names) > max_fields:
         return Refusal(431, errors.HEADERS_TOO_LARGE, f"more than {max_fields} header fields")
     if names.count(b"host") != 1 or not _GENERAL_NAMES.isdisjoint(names):
@@ -219,19 +234,18 @@ def parse_request(
         if b"content-length" in names:
             # Readers disagree on which one wins: forwarding both invites request smuggling.
             return Refusal(400, errors.BAD_REQUEST, "both Transfer-Encoding and Content-Length")
-        if te > 1 or _TE_CHUNKED.search(fields) is None:
+        if te > 1 or _TE_CHUNKED.search(low) is None:
             return GENERAL  # h11 answers other codings (501)
         framing, length = CHUNKED, 0
     else:
-        found = _length(fields, names)
+        found = _length(low, names)
         if found is None:
             return GENERAL
         framing, length = (LENGTH, found) if found else (NO_BODY, 0)
     close = False
     head = b""
     if not HOP_BY_HOP.isdisjoint(names):
-        drop, close = hop_by_hop(fields, names)
-        head = cut_fields(data[:line_end], fields, names, drop)
+        head, close = cut_hop_by_hop(data[: end + 4], line_end, fields, low, names)
     return RequestHead(method, target, head, end + 4, framing, length, close)
 
 
@@ -268,29 +282,26 @@ def parse_response(
     if match is None:
         return False
     fields = data[line_end + 1 : end + 2]
-    names = field_names(fields)
-    if names is None:
+    checked = field_names(fields)
+    if checked is None:
         return False
+    names, low = checked
     status = int(match.group(1))
     if status < 200:
         # fastproxy sends no Expect upstream, but RFC 9110 15.2: a client must accept 1xx.
         return False if status == 101 else Informational(end + 4)
     keep_alive = data.startswith(b"HTTP/1.1")
-    head = b""
-    drop: frozenset[bytes] = frozenset()
-    if not HOP_BY_HOP.isdisjoint(names):
-        drop, close = hop_by_hop(fields, names)
-        keep_alive = keep_alive and not close
+    also: frozenset[bytes] = frozenset()
     if status in (204, 304) or method == b"HEAD":
         framing, length = NO_BODY, 0
     elif b"transfer-encoding" in names:
-        if names.count(b"transfer-encoding") > 1 or _TE_CHUNKED.search(fields) is None:
+        if names.count(b"transfer-encoding") > 1 or _TE_CHUNKED.search(low) is None:
             return False
         if b"content-length" in names:
-            drop = drop | {b"content-length"}  # RFC 9112 6.3: chunked wins; never send both
+            also = _CONTENT_LENGTH  # RFC 9112 6.3: chunked wins; never send both
         framing, length = CHUNKED, 0
     else:
-        found = _length(fields, names)
+        found = _length(low, names)
         if found is None:
             return False
         if b"content-length" not in names:
@@ -298,8 +309,10 @@ def parse_response(
             framing, length, keep_alive = UNTIL_CLOSE, 0, False
         else:
             framing, length = (LENGTH, found) if found else (NO_BODY, 0)
-    if drop:
-        head = cut_fields(data[:line_end], fields, names, drop)
+    head = b""
+    if also or not HOP_BY_HOP.isdisjoint(names):
+        head, close = cut_hop_by_hop(data[: end + 4], line_end, fields, low, names, also)
+        keep_alive = keep_alive and not close
     return ResponseHead(status, head, end + 4, framing, length, keep_alive)
 
 
