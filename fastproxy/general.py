@@ -22,8 +22,7 @@ from fastproxy.flow import PIPELINED
 if TYPE_CHECKING:
     from fastproxy.downstream import DownstreamProtocol
 
-_FRAMING: Final = frozenset({b"content-length", b"transfer-encoding"})
-_DROP: Final = framing.HOP_BY_HOP | {b"expect"} | _FRAMING
+_DROP: Final = framing.HOP_BY_HOP | {b"expect"}
 
 
 class GeneralPath:
@@ -105,16 +104,20 @@ class GeneralPath:
                 if name.lower() == b"connection"
                 for t in value.split(b",")
             }
-            drop = drop | (tokens - {b"trailer", b"host"})
+            drop = drop | (tokens - {b"trailer", b"host", b"content-length", b"transfer-encoding"})
+        # Fields in order and case as sent, framing fields included (h11 has checked them);
+        # equal repeats of Content-Length, which h11 accepts, go on as one.
         lines = [request.method + b" " + target + b" HTTP/1.1"]
-        lines += [
-            n + b": " + v for (n, v), low in zip(fields, names, strict=True) if low not in drop
-        ]
+        length_seen = False
+        for (name, value), low in zip(fields, names, strict=True):
+            if low in drop:
+                continue
+            if low == b"content-length":
+                if length_seen:
+                    continue
+                length_seen = True
+            lines.append(name + b": " + value)
         self.chunked = b"transfer-encoding" in names  # h11 accepts chunked only
-        if self.chunked:
-            lines.append(b"Transfer-Encoding: chunked")
-        elif b"content-length" in names:
-            lines.append(b"Content-Length: " + fields[names.index(b"content-length")][1])
         head = b"\r\n".join(lines) + b"\r\n\r\n"
         config = down.server.config
         parsed = framing.parse_request(head, config.max_head_bytes + 4096, config.max_headers)
