@@ -19,6 +19,9 @@ import pytest
 from fastproxy.config import resolve
 from fastproxy.downstream import DownstreamProtocol
 from fastproxy.general import GeneralPath
+from fastproxy.hooks.api import Event, InvocationContext
+from fastproxy.hooks.chain import HookChain
+from fastproxy.hooks.loader import resolve_hook
 from fastproxy.pool import Pool
 from fastproxy.server import ProxyServer
 from fastproxy.upstream import UpstreamProtocol
@@ -100,9 +103,12 @@ def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop.close()
 
 
-def make_server(loop: asyncio.AbstractEventLoop, upstream: str = "127.0.0.1:9") -> ProxyServer:
+def make_server(
+    loop: asyncio.AbstractEventLoop, upstream: str = "127.0.0.1:9", hooks: object = None
+) -> ProxyServer:
     config = resolve(port=0, upstream=upstream, env={})
-    server = ProxyServer(config, socket.socket())
+    chain = HookChain([resolve_hook(hooks, "test")]) if hooks is not None else None
+    server = ProxyServer(config, socket.socket(), chain)
     server.sock.close()
     server._loop = loop
     server._pool = Pool(config, loop)
@@ -310,3 +316,87 @@ def test_the_connect_task_is_kept_until_done(loop: asyncio.AbstractEventLoop) ->
     assert not server.tasks
     assert down_wire.data.startswith(b"HTTP/1.1 502 ")
     assert b"Proxy.UpstreamUnavailable" in down_wire.data
+
+
+def finish_tasks(loop: asyncio.AbstractEventLoop, server: ProxyServer) -> None:
+    """Run the loop until every task the proxy started is done (bounded)."""
+    while server.tasks:
+        loop.run_until_complete(asyncio.wait(set(server.tasks), timeout=10))
+
+
+def one_iteration(loop: asyncio.AbstractEventLoop) -> None:
+    loop.call_soon(loop.stop)
+    loop.run_forever()
+
+
+class SeeEvents:
+    def __init__(self, change: bool = False) -> None:
+        self.seen: list[bytes] = []
+        self.change = change
+
+    def on_event(self, event: Event) -> Event | None:
+        self.seen.append(event.body)
+        if self.change:
+            event.body = b'{"changed": true}'
+            return event
+        return None
+
+
+def test_an_event_a_hook_leaves_alone_goes_on_as_it_came(loop: asyncio.AbstractEventLoop) -> None:
+    hook = SeeEvents()
+    server = make_server(loop, hooks=hook)
+    up, up_wire = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(NODE_NEXT)
+    one_iteration(loop)  # the hook's task fetches the event itself
+    assert up_wire.data == NODE_NEXT_SENT
+    up.data_received(EVENT)
+    finish_tasks(loop, server)
+    assert hook.seen == [b"{}"]
+    assert down_wire.written == [EVENT]  # the original bytes, one write
+    assert server.pool.idle_count == 1 and down.exchange is None
+
+
+def test_an_event_a_hook_changed_is_reframed(loop: asyncio.AbstractEventLoop) -> None:
+    server = make_server(loop, hooks=SeeEvents(change=True))
+    up, _ = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(NODE_NEXT)
+    one_iteration(loop)
+    up.data_received(EVENT)
+    finish_tasks(loop, server)
+    assert down_wire.data == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+        b"Lambda-Runtime-Aws-Request-Id: r1\r\nContent-Length: 17\r\n\r\n"
+        b'{"changed": true}'
+    )
+
+
+class Shout:
+    def open_response_stream(self, context: InvocationContext, headers: object) -> Shout:
+        return self
+
+    def feed(self, chunk: bytes) -> bytes:
+        return chunk.upper()
+
+    def close(self, trailers: object) -> bytes:
+        return b"!"
+
+
+def test_a_stream_hook_gets_chunk_data_from_the_scanner(loop: asyncio.AbstractEventLoop) -> None:
+    server = make_server(loop, hooks=Shout())
+    up, up_wire = pooled(server)
+    down, _ = runtime(server)
+    body = b"5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nLambda-Runtime-Function-Error-Type: E\r\n\r\n"
+    down.data_received(NODE_STREAM + body[:9])
+    down.data_received(body[9:])
+    assert down.general is None  # hooks ride the relay path
+    head = NODE_STREAM.replace(b"Transfer-Encoding: chunked\r\n", b"").replace(
+        b"Connection: keep-alive\r\n", b""
+    )
+    assert up_wire.data == (
+        head[:-2] + b"Transfer-Encoding: chunked\r\n\r\n"
+        b"5\r\nHELLO\r\n3\r\nABC\r\n1\r\n!\r\n0\r\nLambda-Runtime-Function-Error-Type: E\r\n\r\n"
+    )
+    up.data_received(ACCEPTED)
+    assert server.pool.idle_count == 1
