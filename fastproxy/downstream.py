@@ -141,6 +141,9 @@ class DownstreamProtocol(asyncio.Protocol):
         server = self.server
         if server.draining:
             server.exchange_finished()
+        flow = self.flow
+        if flow.reasons:
+            flow.resume(PEER_FULL)  # the exchange's upstream connection is no longer ours
         if self.general is not None:
             self.general.exchange_over(keep)
             return
@@ -149,8 +152,8 @@ class DownstreamProtocol(asyncio.Protocol):
             # not wait for: this connection cannot carry another request.
             self.close()
             return
-        if self.flow.reasons:
-            self.flow.resume(PIPELINED | PEER_FULL)
+        if flow.reasons:
+            flow.resume(PIPELINED)
         if self.buf:
             data, self.buf = self.buf, b""
             self.start(data)

@@ -22,10 +22,15 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
-from fastproxy.hooks import settings
 from fastproxy.hooks.api import HOOK_METHODS
 from fastproxy.hooks.chain import HookChain, HookMethod, LoadedHook
-from fastproxy.hooks.settings import HookConfigError
+from fastproxy.hooks.settings import (
+    ENV_HOOKS,
+    ENV_HOOKS_PATH,
+    HookConfigError,
+    failure_policy,
+    timeout_s,
+)
 
 BUILTINS: Final[Mapping[str, str]] = {
     "audit": "fastproxy.hooks.builtin.audit",
@@ -42,7 +47,7 @@ class HookLoadError(HookConfigError):
 
 def add_hooks_path(env: Mapping[str, str]) -> list[str]:
     """Put the ``FASTPROXY_HOOKS_PATH`` directories at the front of ``sys.path``, in order."""
-    text = env.get(settings.ENV_HOOKS_PATH, "")
+    text = env.get(ENV_HOOKS_PATH, "")
     directories = [item for item in text.split(":") if item.strip()]
     for directory in reversed(directories):
         if directory in sys.path:
@@ -71,11 +76,11 @@ def chain_from_env(env: Mapping[str, str] | None = None) -> HookChain | None:
     a hook that cannot be loaded and ``HookConfigError`` for a malformed hook setting.
     """
     env = os.environ if env is None else env
-    spec = env.get(settings.ENV_HOOKS, "")
+    spec = env.get(ENV_HOOKS, "")
     if not spec.strip():
         return None
-    policy = settings.failure_policy(env)
-    timeout = settings.timeout_s(env)
+    policy = failure_policy(env)
+    timeout = timeout_s(env)
     hooks = load_hooks(spec, env)
     if not hooks:
         return None
