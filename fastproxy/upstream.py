@@ -233,7 +233,8 @@ class UpstreamProtocol(asyncio.Protocol):
     def release(self) -> None:
         """The exchange is over and the connection is clean: back to the pool."""
         self.sink = None
-        self.flow.resume(PEER_FULL)
+        if self.flow.reasons:
+            self.flow.resume(PEER_FULL)
         self.pool.release(self)
 
     def abort(self) -> None:
