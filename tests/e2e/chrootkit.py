@@ -63,6 +63,15 @@ def check_host(arch: str) -> None:
             )
 
 
+def qemu_files() -> set[str]:
+    """The qemu-user binary binfmt_misc runs arm64 programs with, by its two names."""
+    if not QEMU_BINFMT.is_file():
+        return set()
+    line = next(ln for ln in QEMU_BINFMT.read_text().splitlines() if ln.startswith("interpreter"))
+    path = line.split(maxsplit=1)[1]
+    return {path, os.path.realpath(path)}
+
+
 def node_binary(arch: str, cache: Path) -> Path:
     """``bin/node`` of the npm package, fetched once with ``npm pack`` into the cache."""
     name = NODE_PACKAGE[arch]

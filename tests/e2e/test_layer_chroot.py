@@ -30,7 +30,15 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from chrootkit import ChrootLayer, Unavailable, chroot_layer, extension_pids, mapped_files
+from chrootkit import (
+    TRIPLET,
+    ChrootLayer,
+    Unavailable,
+    chroot_layer,
+    extension_pids,
+    mapped_files,
+    qemu_files,
+)
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator.invoke_client import InvokeStream, invoke
@@ -40,7 +48,6 @@ from fastproxy.layer import default_cache_dir
 from fastproxy.layer_standalone import build
 
 ARCHES = ["x86_64", pytest.param("arm64", marks=pytest.mark.slow)]
-QEMU = "/usr/bin/qemu-aarch64-static"
 
 
 def unavailable(reason: str) -> None:
@@ -113,7 +120,7 @@ def outside_opt(layer: ChrootLayer, pid: int) -> set[str]:
     return {
         path
         for path in mapped_files(pid)
-        if not path.startswith(allowed) and not (layer.arch == "arm64" and path == QEMU)
+        if not path.startswith(allowed) and not (layer.arch == "arm64" and path in qemu_files())
     }
 
 
@@ -204,9 +211,7 @@ def lifecycle(chroot: ChrootLayer, proxy_port: int, output: BinaryIO, log: Path
 def test_function_environment_does_not_reach_the_extension(
     chroot: ChrootLayer, tmp_path: Path
 ) -> None:
-    if chroot.arch != "x86_64":
-        pytest.skip("the x86_64 run covers it; the launcher is the same script")
-    triplet_lib = f"/lib/{'x86_64-linux-gnu'}"
+    triplet_lib = f"/lib/{TRIPLET[chroot.arch]}"
     poison = chroot.root / "var" / "task" / "poison"
     (poison / "fastproxy").mkdir(parents=True, exist_ok=True)
     (poison / "fastproxy" / "__init__.py").write_text("raise SystemExit('PYTHONPATH leaked')\n")
