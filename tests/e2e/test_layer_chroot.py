@@ -25,7 +25,7 @@ import json
 import os
 import socket
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -44,8 +44,6 @@ from fastproxy import runtime_api as api
 from fastproxy.emulator.invoke_client import InvokeStream, invoke
 from fastproxy.emulator.sandbox import SandboxConfig, ShutdownReport
 from fastproxy.emulator.sandbox_thread import SandboxThread
-from fastproxy.layer import default_cache_dir
-from fastproxy.layer_standalone import build
 
 ARCHES = ["x86_64", pytest.param("arm64", marks=pytest.mark.slow)]
 
@@ -57,8 +55,8 @@ def unavailable(reason: str) -> None:
 
 
 @pytest.fixture(scope="module", params=ARCHES)
-def chroot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[ChrootLayer]:  # fmt: skip
+def chroot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           standalone_zip: Callable[[str], Path]) -> Iterator[ChrootLayer]:  # fmt: skip
     arch: str = request.param
     work = tmp_path_factory.mktemp(f"chroot-{arch}")
     try:
@@ -67,8 +65,7 @@ def chroot(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
         check_host(arch)
     except Unavailable as exc:
         unavailable(str(exc))
-    zip_path = build(arch, work / "dist", default_cache_dir())
-    with chroot_layer(arch, zip_path, work) as layer:
+    with chroot_layer(arch, standalone_zip(arch), work) as layer:
         yield layer
 
 
