@@ -112,11 +112,19 @@ def unpacked(arch: str, cache_dir: Path, log: list[str]) -> RuntimeTree:
     if (root / ".complete").is_file():
         return RuntimeTree(arch, root)
     debs = debian.fetch(debian.RUNTIME_PACKAGES, debian_arch, cache_dir, log)
-    shutil.rmtree(root, ignore_errors=True)
-    root.mkdir(parents=True)
+    # Unpacked aside and renamed into place: a concurrent or interrupted build never sees a
+    # half-unpacked tree.
+    partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
     for deb in debs:
-        debian.unpack(deb, root)
-    (root / ".complete").write_text("")
+        debian.unpack(deb, partial)
+    (partial / ".complete").write_text("")
+    shutil.rmtree(root, ignore_errors=True)
+    try:
+        partial.rename(root)
+    except OSError:  # another build got there first
+        shutil.rmtree(partial, ignore_errors=True)
     return RuntimeTree(arch, root)
 
 
