@@ -67,7 +67,12 @@ def test_local_layer_puts_the_proxy_in_the_runtimes_path(
 def test_extension_without_a_wrapper_is_reported_as_bypassed(tmp_path: Path) -> None:
     """The README's old example: the proxy starts, the runtime never uses it."""
     options = ["--extensions-dir", str(REPO / "extensions")]
-    options += ["--env", f"FASTPROXY_PORT={free_port()}"]
+    options += [
+        "--env",
+        f"FASTPROXY_PORT={free_port()}",
+        "--env",
+        f"FASTPROXY_PYTHON={sys.executable}",
+    ]
     sandbox = start_local(options, tmp_path)
     try:
         url = ready_url(sandbox)
