@@ -76,8 +76,18 @@ def _apt_options(root: Path, debian_arch: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _private_apt(cache_dir: Path, debian_arch: str) -> list[str]:
-    """apt-get options for a private configuration in ``cache_dir``, created on first use."""
+def missing(packages: Sequence[tuple[str, str]], debian_arch: str, cache_dir: Path) -> list[str]:
+    """``name=version`` of the packages not in the cache yet."""
+    deb_dir = cache_dir / "debs" / debian_arch
+    return [
+        f"{name}={version}"
+        for name, version in packages
+        if not (deb_dir / deb_file_name(name, version, debian_arch)).is_file()
+    ]
+
+
+def check_apt() -> None:
+    """Raise :class:`MissingTool` unless apt-get and Debian's keyring are here."""
     if shutil.which("apt-get") is None:
         raise MissingTool(
             "apt-get not found: the self-contained layer takes its interpreter from Debian "
@@ -88,6 +98,11 @@ def _private_apt(cache_dir: Path, debian_arch: str) -> list[str]:
             f"{KEYRING} not found: install Debian's archive keyring "
             "(apt-get install debian-archive-keyring)"
         )
+
+
+def _private_apt(cache_dir: Path, debian_arch: str) -> list[str]:
+    """apt-get options for a private configuration in ``cache_dir``, created on first use."""
+    check_apt()
     root = cache_dir / "apt" / debian_arch
     for sub in ("etc/sources.list.d", "etc/preferences.d", "state/lists/partial",
                 "cache/archives/partial"):  # fmt: skip
@@ -114,21 +129,20 @@ def fetch(
     deb_dir = cache_dir / "debs" / debian_arch
     deb_dir.mkdir(parents=True, exist_ok=True)
     paths = [deb_dir / deb_file_name(name, version, debian_arch) for name, version in packages]
-    missing = [f"{name}={version}" for (name, version), path in zip(packages, paths, strict=True)
-               if not path.is_file()]  # fmt: skip
-    if not missing:
+    wanted = missing(packages, debian_arch, cache_dir)
+    if not wanted:
         return paths
     options = _private_apt(cache_dir, debian_arch)
     update = _run(["apt-get", *options, "update"], deb_dir)
     if update.returncode != 0:
         raise DebianError(f"apt-get update failed:\n{_tail(update.stdout + update.stderr)}")
-    download = _run(["apt-get", *options, "download", *missing], deb_dir)
+    download = _run(["apt-get", *options, "download", *wanted], deb_dir)
     if download.returncode != 0:
         raise DebianError(
-            f"apt-get download {' '.join(missing)} failed (a pinned version may have left the "
+            f"apt-get download {' '.join(wanted)} failed (a pinned version may have left the "
             f"mirror; bump the pins in {__name__}):\n{_tail(download.stdout + download.stderr)}"
         )
-    log.append(f"downloaded {len(missing)} Debian packages ({debian_arch}) into {deb_dir}")
+    log.append(f"downloaded {len(wanted)} Debian packages ({debian_arch}) into {deb_dir}")
     for path in paths:
         if not path.is_file():
             raise DebianError(f"apt-get download did not write {path.name}")

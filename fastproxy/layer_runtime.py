@@ -128,7 +128,7 @@ def unpacked(arch: str, cache_dir: Path, log: list[str]) -> RuntimeTree:
     return RuntimeTree(arch, root)
 
 
-def host_tree(cache_dir: Path, log: list[str]) -> RuntimeTree:
+def _host_arch() -> str:
     arch = HOST_ARCH.get(platform.machine())
     if platform.system() != "Linux" or arch is None:
         raise debian.MissingTool(
@@ -136,7 +136,26 @@ def host_tree(cache_dir: Path, log: list[str]) -> RuntimeTree:
             f"{platform.system()} {platform.machine()}): its bytecode is compiled by the "
             "bundled interpreter"
         )
-    return unpacked(arch, cache_dir, log)
+    return arch
+
+
+def host_tree(cache_dir: Path, log: list[str]) -> RuntimeTree:
+    return unpacked(_host_arch(), cache_dir, log)
+
+
+def preflight(arch: str, cache_dir: Path) -> str:
+    """Fail at once, before any download, when a tool is missing; return llvm-strip's path."""
+    for needed in {arch, _host_arch()}:
+        debian_arch = debian.DEBIAN_ARCH[needed]
+        if debian.missing(debian.RUNTIME_PACKAGES, debian_arch, cache_dir):
+            debian.check_apt()
+    tool = strip_tool()
+    if tool is None:
+        raise debian.MissingTool(
+            "llvm-strip not found: install LLVM (apt-get install llvm), which strips the "
+            "wheels' shared objects for either architecture"
+        )
+    return tool
 
 
 def _excluded(relative: str) -> bool:
@@ -238,12 +257,7 @@ def assemble(arch: str, packages: Path, dest: Path, cache_dir: Path, log: list[s
     (runtime / "bin" / target.interpreter.name).chmod(0o755)
     extensions = sorted(p for p in stdlib_out.rglob("*.so"))
     wheels = sorted(p for p in packages.rglob("*.so"))
-    tool = strip_tool()
-    if tool is None:
-        raise debian.MissingTool(
-            "llvm-strip not found: install LLVM (apt-get install llvm), which strips the "
-            "wheels' shared objects for either architecture"
-        )
+    tool = preflight(arch, cache_dir)
     # The wheels ship their debug info (uvloop's .so: 13.6 MB -> 1.6 MB stripped).
     strip(wheels, tool)
     for name, path in library_closure(target, [runtime / "bin" / target.interpreter.name,

@@ -85,6 +85,7 @@ def build(
         raise LayerError(f"--arch {arch!r} must be x86_64 or arm64")
     notes = [] if log is None else log
     sources = find_sources(source)
+    rt.preflight(arch, cache_dir)
     target = Target(arch, rt.PYTHON_VERSION)
     wheel_dir = cache_dir / "wheels" / f"{target.abi}-{target.machine}"
     output_dir.mkdir(parents=True, exist_ok=True)

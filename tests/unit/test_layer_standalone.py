@@ -200,3 +200,37 @@ def test_bypass_warning_only_when_extensions_run_without_a_wrapper() -> None:
     assert bypass_warning(plain, [], "127.0.0.1:9001") is None
     wrapped = SandboxConfig(["x"], env={"AWS_LAMBDA_EXEC_WRAPPER": "/w"})
     assert bypass_warning(wrapped, ["fastproxy"], "127.0.0.1:9001") is None
+
+
+def build_without_tools(cache: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "bin").mkdir(exist_ok=True)  # a PATH with neither apt-get nor llvm-strip
+    argv = [sys.executable, "-m", "fastproxy", "layer", "build", "--arch", "arm64"]
+    argv += ["--output", str(tmp_path / "dist"), "--cache-dir", str(cache)]
+    return subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env={"PATH": str(tmp_path / "bin"), "HOME": str(tmp_path)},
+        timeout=60,
+        check=False,
+    )
+
+
+def test_missing_tools_are_one_line_errors_before_any_download(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    result = build_without_tools(cache, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("fastproxy layer build: apt-get not found")
+    assert result.stderr.count("\n") == 1
+    assert not (tmp_path / "dist").exists()
+    # With the packages cached, apt-get is not needed; llvm-strip still is.
+    for arch in ("arm64", layer_runtime.HOST_ARCH[os.uname().machine]):
+        debian_arch = layer_debian.DEBIAN_ARCH[arch]
+        (cache / "debs" / debian_arch).mkdir(parents=True, exist_ok=True)
+        for name, version in layer_debian.RUNTIME_PACKAGES:
+            deb = layer_debian.deb_file_name(name, version, debian_arch)
+            (cache / "debs" / debian_arch / deb).write_bytes(b"")
+    result = build_without_tools(cache, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("fastproxy layer build: llvm-strip not found")
+    assert result.stderr.count("\n") == 1
