@@ -22,7 +22,7 @@ import subprocess
 import tarfile
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
@@ -125,6 +125,7 @@ class ChrootLayer:
     extensions_dir: Path
     wrapper: Path
     read_only: bool
+    listening_at_register: list[bool] = field(default_factory=list)
 
     @property
     def opt(self) -> Path:

@@ -41,6 +41,7 @@ from chrootkit import (
 )
 
 from fastproxy import runtime_api as api
+from fastproxy.emulator._http import Exchange
 from fastproxy.emulator.invoke_client import InvokeStream, invoke
 from fastproxy.emulator.sandbox import SandboxConfig, ShutdownReport
 from fastproxy.emulator.sandbox_thread import SandboxThread
@@ -109,7 +110,26 @@ def start(layer: ChrootLayer, proxy_port: int, extra_env: dict[str, str], log: B
         invoke_port=0,
         init_timeout=120.0,  # qemu-user: a slow start is not a failure
     )
-    return SandboxThread(config).start()
+    sandbox = SandboxThread(config, init=False).start()
+    emulator = sandbox.sandbox.emulator
+    serve = emulator.extension_handler
+    assert serve is not None
+
+    async def note_listener_at_register(ex: Exchange) -> None:
+        if ex.path.endswith("/extension/register"):
+            layer.listening_at_register.append(listening(proxy_port))
+        await serve(ex)
+
+    emulator.extension_handler = note_listener_at_register
+    sandbox.ensure_ready()
+    return sandbox
+
+
+def listening(port: int) -> bool:
+    """A TCP socket listens on 127.0.0.1:``port`` (read from /proc: no connection made)."""
+    local = f"0100007F:{port:04X}"
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return any(ln.split()[1] == local and ln.split()[3] == "0A" for ln in lines)
 
 
 def outside_opt(layer: ChrootLayer, pid: int) -> set[str]:
@@ -151,10 +171,12 @@ def test_lifecycle_in_a_python_free_root(chroot: ChrootLayer, tmp_path: Path) ->
 
 def lifecycle(chroot: ChrootLayer, proxy_port: int, output: BinaryIO, log: Path
               ) -> ShutdownReport:  # fmt: skip
+    chroot.listening_at_register.clear()
     sandbox = start(chroot, proxy_port, {}, output)
     try:
         registered = sandbox.run(_registered(sandbox))
         assert registered == [("fastproxy", ("SHUTDOWN",))], log.read_text()
+        assert chroot.listening_at_register == [True]  # bound before it registered
 
         pid = the_extension(chroot)
         status = Path(f"/proc/{pid}/status").read_text()
