@@ -97,6 +97,51 @@ def unzip_like_lambda(zip_path: Path, opt: Path) -> None:
             target.chmod((info.external_attr >> 16) & 0o755 or 0o644)
 
 
+def _process_tree(pid: int) -> set[int]:
+    """``pid`` and its descendants (a wrapper may fork rather than exec)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat.rpartition(")")[2].split()[1])
+    tree = {pid}
+    grew = True
+    while grew:
+        children = {child for child, parent in parents.items() if parent in tree} - tree
+        tree |= children
+        grew = bool(children)
+    return tree
+
+
+def connected_to(pid: int, port: int) -> bool | None:
+    """Whether ``pid`` (or a child) has a TCP connection open to local ``port``.
+
+    Read from /proc (socket inodes of its descriptors, matched in /proc/net/tcp*); None when
+    that cannot be read (not Linux, another user's process).
+    """
+    inodes = set()
+    try:
+        for member in _process_tree(pid):
+            fd_dir = Path(f"/proc/{member}/fd")
+            for fd in fd_dir.iterdir():
+                with contextlib.suppress(OSError):
+                    link = os.readlink(fd)
+                    if link.startswith("socket:["):
+                        inodes.add(link[8:-1])
+        tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+        rows = [ln.split() for t in tables if t.exists() for ln in t.read_text().splitlines()[1:]]
+    except OSError:
+        return None
+    # columns: sl local rem st tx:rx tr:when retrnsmt uid timeout inode; 01 = ESTABLISHED
+    return any(
+        row[3] == "01" and int(row[2].rsplit(":", 1)[1], 16) == port and row[9] in inodes
+        for row in rows
+    )
+
+
 @contextlib.contextmanager
 def unpacked_layer(zip_path: Path) -> Iterator[LocalLayer]:
     """The checked zip, unpacked into a temporary directory removed on exit."""

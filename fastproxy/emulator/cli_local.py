@@ -9,8 +9,9 @@ Example::
 ``--layer ZIP`` runs the zip you will deploy: unpacked into a temporary directory standing for
 /opt, its extensions launched, and the runtime started through its wrapper script (as
 ``AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper-script.sh`` does in Lambda). With ``--extensions-dir``
-nothing sets the wrapper for you; when an extension registered but no wrapper is set, the
-runtime talks to the Runtime API directly, and this command says so.
+nothing sets the wrapper for you. When extensions registered but the runtime, waiting in its
+first ``/next``, holds a connection to the Runtime API itself (read from /proc), no proxy is in
+its path, and this command says so.
 
 Serves the invoke endpoint until SIGINT/SIGTERM, then shuts the sandbox down the Lambda way.
 """
@@ -36,7 +37,7 @@ from fastproxy.emulator.sandbox import (
     SandboxConfig,
     SandboxError,
 )
-from fastproxy.layer_local import LayerZipError, unpacked_layer
+from fastproxy.layer_local import LayerZipError, connected_to, unpacked_layer
 
 PROG = "fastproxy local"
 
@@ -145,16 +146,32 @@ def with_layer(config: SandboxConfig, opt: Path, wrapper: Path) -> SandboxConfig
     return dataclasses.replace(config, extensions_dir=opt / "extensions", env=env)
 
 
-def bypass_warning(config: SandboxConfig, registered: list[str], runtime_api: str) -> str | None:
-    """Say so when extensions run but nothing puts them between the runtime and the API."""
-    if not registered or (config.env or {}).get(api.ENV_EXEC_WRAPPER):
+def bypass_warning(
+    config: SandboxConfig, registered: list[str], runtime_api: str, direct: bool | None
+) -> str | None:
+    """Say so when extensions run but the runtime talks to the Runtime API itself.
+
+    ``direct``: whether the runtime process holds a connection to the Runtime API port (None:
+    unknown, then a missing ``AWS_LAMBDA_EXEC_WRAPPER`` is taken as the sign).
+    """
+    wrapper = (config.env or {}).get(api.ENV_EXEC_WRAPPER)
+    if not registered or direct is False or (direct is None and wrapper):
         return None
+    why = f"{api.ENV_EXEC_WRAPPER}={wrapper} did not point it elsewhere" if wrapper else (
+        f"no {api.ENV_EXEC_WRAPPER} is set"
+    )  # fmt: skip
     return (
         f"warning: extension {', '.join(registered)} is running, but the runtime talks to the "
-        f"Runtime API ({runtime_api}) directly: no {api.ENV_EXEC_WRAPPER} is set, so no "
-        "proxy extension is in its path. Use --layer ZIP, or add "
-        f"--env {api.ENV_EXEC_WRAPPER}=/path/to/wrapper-script.sh"
+        f"Runtime API ({runtime_api}) directly ({why}): no proxy extension is in its path. "
+        f"Use --layer ZIP, or add --env {api.ENV_EXEC_WRAPPER}=/path/to/wrapper-script.sh"
     )
+
+
+def runtime_is_direct(sandbox: Sandbox) -> bool | None:
+    """Whether the runtime, blocked in its first ``/next``, is connected to the API itself."""
+    pid = sandbox.runtime_pid
+    port = int(sandbox.runtime_api.rpartition(":")[2])
+    return None if pid is None else connected_to(pid, port)
 
 
 def log(message: str) -> None:
@@ -197,7 +214,8 @@ async def serve(config: SandboxConfig) -> int:
             flush=True,
         )
         registered = [ext.name for ext in sandbox.extensions.registered]
-        warning = bypass_warning(config, registered, sandbox.runtime_api)
+        direct = runtime_is_direct(sandbox) if registered else None
+        warning = bypass_warning(config, registered, sandbox.runtime_api, direct)
         if warning is not None:
             log(warning)
         await stop.wait()

@@ -88,3 +88,29 @@ def test_extension_without_a_wrapper_is_reported_as_bypassed(tmp_path: Path) -> 
     finally:
         sandbox.stop()
     assert "extension fastproxy" in warning
+    assert "no AWS_LAMBDA_EXEC_WRAPPER is set" in warning
+
+
+def test_a_wrapper_that_leaves_the_address_alone_is_reported_too(tmp_path: Path) -> None:
+    """Detected from the runtime's own connections, not from the settings."""
+    wrapper = tmp_path / "passthrough.sh"
+    wrapper.write_text('#!/bin/sh\nexec "$@"\n')
+    wrapper.chmod(0o755)
+    options = ["--extensions-dir", str(REPO / "extensions")]
+    options += [
+        "--env",
+        f"FASTPROXY_PORT={free_port()}",
+        "--env",
+        f"FASTPROXY_PYTHON={sys.executable}",
+    ]
+    options += ["--env", f"AWS_LAMBDA_EXEC_WRAPPER={wrapper}"]
+    sandbox = start_local(options, tmp_path)
+    try:
+        ready_url(sandbox)
+        seen = [line for line in sandbox.seen if WARNING in line]
+        warning = seen[0] if seen else sandbox.wait_line(lambda line: WARNING in line)
+        sandbox.proc.send_signal(signal.SIGTERM)
+        assert sandbox.proc.wait(30) == 0
+    finally:
+        sandbox.stop()
+    assert f"AWS_LAMBDA_EXEC_WRAPPER={wrapper} did not point it elsewhere" in warning

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -191,15 +192,31 @@ def test_with_layer_sets_the_wrapper_unless_another_is_chosen(tmp_path: Path) ->
     assert (config.env or {})["AWS_LAMBDA_EXEC_WRAPPER"] == "/my/wrapper"
 
 
-def test_bypass_warning_only_when_extensions_run_without_a_wrapper() -> None:
+def test_bypass_warning_when_the_runtime_is_connected_to_the_api_itself() -> None:
     plain = SandboxConfig(["x"], env={})
-    warning = bypass_warning(plain, ["fastproxy"], "127.0.0.1:9001")
+    wrapped = SandboxConfig(["x"], env={"AWS_LAMBDA_EXEC_WRAPPER": "/w"})
+    warning = bypass_warning(plain, ["fastproxy"], "127.0.0.1:9001", True)
     assert warning is not None
     assert "fastproxy is running, but the runtime talks to the Runtime API" in warning
     assert "127.0.0.1:9001" in warning
-    assert bypass_warning(plain, [], "127.0.0.1:9001") is None
-    wrapped = SandboxConfig(["x"], env={"AWS_LAMBDA_EXEC_WRAPPER": "/w"})
-    assert bypass_warning(wrapped, ["fastproxy"], "127.0.0.1:9001") is None
+    assert "no AWS_LAMBDA_EXEC_WRAPPER is set" in warning
+    warning = bypass_warning(wrapped, ["fastproxy"], "127.0.0.1:9001", True)
+    assert warning is not None and "AWS_LAMBDA_EXEC_WRAPPER=/w did not point it" in warning
+    assert bypass_warning(plain, [], "127.0.0.1:9001", True) is None
+    assert bypass_warning(plain, ["fastproxy"], "127.0.0.1:9001", False) is None
+    # Connections unknown (no /proc): a missing wrapper is the sign.
+    assert bypass_warning(plain, ["fastproxy"], "127.0.0.1:9001", None) is not None
+    assert bypass_warning(wrapped, ["fastproxy"], "127.0.0.1:9001", None) is None
+
+
+def test_connected_to_sees_this_process_connections() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        assert layer_local.connected_to(os.getpid(), port) is False
+        with socket.create_connection(("127.0.0.1", port)):
+            conn, _ = server.accept()
+            with conn:
+                assert layer_local.connected_to(os.getpid(), port) is True
 
 
 def build_without_tools(cache: Path, tmp_path: Path) -> subprocess.CompletedProcess[str]:
