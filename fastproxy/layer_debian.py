@@ -46,6 +46,9 @@ RUNTIME_PACKAGES: Final = (
     ("libssl3", "3.0.22-1~deb12u2"),
     ("zlib1g", "1:1.2.13.dfsg-1"),
     ("libexpat1", "2.5.0-1+deb12u5"),  # the interpreter links pyexpat in
+    # Not installed: holds /usr/share/common-licenses, the licence texts (LGPL-2.1 for glibc,
+    # ...) that the other packages' copyright files refer to instead of quoting them.
+    ("base-files", "12.4+deb12u15"),
 )
 
 

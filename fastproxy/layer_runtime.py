@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import shutil
 import subprocess
 from collections.abc import Sequence
@@ -63,6 +64,9 @@ STDLIB_EXCLUDED: Final = (
     "lib-dynload/_posixshmem", "webbrowser", "http/server.py", "xml", "plistlib",
     "lib-dynload/pyexpat",
 )  # fmt: skip
+
+
+COMMON_LICENSE: Final = re.compile(r"/usr/share/common-licenses/([A-Za-z0-9.+-]*[A-Za-z0-9])")
 
 
 class RuntimeBuildError(Exception):
@@ -266,10 +270,20 @@ def assemble(arch: str, packages: Path, dest: Path, cache_dir: Path, log: list[s
         (lib / name).chmod(0o755)
     compile_bytecode(host, stdlib_out, f"{OPT}/{RUNTIME_DIR}/lib/python{PYTHON_VERSION}")
     licences = dest / LICENSES_DIR
+    shipped_packages = {name for name, _ in debian.RUNTIME_PACKAGES} - {"base-files"}
+    referenced: set[str] = set()
     for doc in sorted((target.root / "usr" / "share" / "doc").iterdir()):
-        if (doc / "copyright").is_file():
+        if doc.name in shipped_packages and (doc / "copyright").is_file():
             (licences / doc.name).mkdir(parents=True, exist_ok=True)
             shutil.copyfile(doc / "copyright", licences / doc.name / "copyright")
+            text = (doc / "copyright").read_text(errors="replace")
+            referenced.update(COMMON_LICENSE.findall(text))
+    # The full texts the copyright files point to (glibc's LGPL-2.1 among them).
+    common = target.root / "usr" / "share" / "common-licenses"
+    for name in sorted(referenced):
+        if (common / name).is_file():
+            (licences / "common-licenses").mkdir(exist_ok=True)
+            shutil.copyfile(common / name, licences / "common-licenses" / name)
     shutil.copyfile(target.stdlib / "LICENSE.txt", licences / "PYTHON-LICENSE.txt")
     versions = "".join(f"{name} {version}\n" for name, version in debian.RUNTIME_PACKAGES)
     (licences / "DEBIAN-PACKAGES.txt").write_text(versions)
