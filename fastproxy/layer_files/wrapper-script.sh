@@ -26,6 +26,9 @@
 #   anywhere in the chain: FASTPROXY_NEXT_WRAPPER=/opt/otel-instrument.
 # FASTPROXY_NEXT_WRAPPER is removed from the environment before the next wrapper runs, so a
 # second copy of this script execs the runtime instead of looping.
+#
+# The source of truth is fastproxy/layer_files/wrapper-script.sh inside the package (so an
+# installed wheel can build a layer); the repository's top-level wrapper-script.sh links to it.
 
 port=${FASTPROXY_PORT:-${LRAP_LISTENER_PORT:-9009}}
 host=${FASTPROXY_HOST:-127.0.0.1}
