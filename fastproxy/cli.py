@@ -16,7 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "local": ("fastproxy.emulator.cli_local", "run a local Lambda sandbox with an invoke endpoint"),
     "invoke": ("fastproxy.emulator.cli_invoke", "send an event to a local sandbox"),
     "demo": ("fastproxy.demo", "run the sample functions through the proxy in a local sandbox"),
-    "layer": ("fastproxy.layer", "build the Lambda layer zip ('layer build --help')"),
+    "layer": ("fastproxy.layer_cli", "build the Lambda layer zip ('layer build --help')"),
 }
 
 

@@ -1,16 +1,19 @@
 """``fastproxy demo``: the sample functions in a local Lambda sandbox, with and without fastproxy.
 
 For each sample (a Python function run by the real ``awslambdaric``, and a custom runtime that
-streams its response) it starts a sandbox twice: once with this repository's extension
-launcher (``extensions/fastproxy``) and wrapper (``wrapper-script.sh``) putting fastproxy
-between the runtime and the Runtime API, once without. It invokes each a few times through the
-sandbox's invoke endpoint, prints what came back and the latency of every invocation, then a
-summary. Offline, no AWS account; exits 0 when every invocation succeeded.
+streams its response) it starts a sandbox twice: once with the extension launcher and wrapper
+script putting fastproxy between the runtime and the Runtime API, once without. The layer is
+the installed package laid out as a slim layer (``layer_local.installed_layer``), or with
+``--layer ZIP`` a built layer zip, unpacked as Lambda would, run through its own wrapper. It
+invokes each a few times through the sandbox's invoke endpoint, prints what came back and the
+latency of every invocation, then a summary. Offline, no AWS account; exits 0 when every
+invocation succeeded.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -22,15 +25,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import fastproxy
 from fastproxy import runtime_api as api
 from fastproxy.emulator.invoke_client import InvokeError, InvokeStream
 from fastproxy.emulator.samples import SAMPLES_DIR
 from fastproxy.emulator.sandbox import SandboxConfig, SandboxError
 from fastproxy.emulator.sandbox_thread import SandboxThread
+from fastproxy.layer_local import LayerZipError, LocalLayer, installed_layer, unpacked_layer
 
 PROG = "fastproxy demo"
-REPO_ROOT = Path(fastproxy.__file__).resolve().parent.parent
 
 
 class DemoError(Exception):
@@ -51,19 +53,6 @@ class Scenario:
     show: Callable[[int, bytes, str | None], str]
     streaming: bool = False
     timings: dict[bool, list[Timing]] = field(default_factory=lambda: {True: [], False: []})
-
-
-def proxy_files() -> tuple[Path, Path]:
-    """The extension launcher's directory and the wrapper script of this checkout."""
-    extensions = REPO_ROOT / "extensions"
-    wrapper = REPO_ROOT / "wrapper-script.sh"
-    if not (extensions / "fastproxy").is_file() or not wrapper.is_file():
-        raise DemoError(
-            f"cannot find extensions/fastproxy and wrapper-script.sh next to the fastproxy "
-            f"package ({REPO_ROOT}); run the demo from a source checkout installed with "
-            "pip install -e '.[dev]'"
-        )
-    return extensions, wrapper
 
 
 def free_port() -> int:
@@ -112,17 +101,18 @@ def scenarios(count: int) -> list[Scenario]:
 
 
 def sandbox_config(
-    scenario: Scenario, with_proxy: bool, log: Callable[[str], None]
+    scenario: Scenario, layer: LocalLayer | None, log: Callable[[str], None]
 ) -> SandboxConfig:
+    """The sandbox for one run: with ``layer`` (fastproxy in the path) or without."""
     env = dict(os.environ)
     env.pop(api.ENV_EXEC_WRAPPER, None)
     env.pop(api.ENV_MAX_CONCURRENCY, None)
     env["PYTHONDONTWRITEBYTECODE"] = "1"
     extensions_dir: Path | None = None
-    if with_proxy:
-        extensions_dir, wrapper = proxy_files()
-        env[api.ENV_EXEC_WRAPPER] = str(wrapper)
-        env["FASTPROXY_PYTHON"] = sys.executable
+    if layer is not None:
+        extensions_dir = layer.extensions_dir
+        env[api.ENV_EXEC_WRAPPER] = str(layer.wrapper)
+        env["FASTPROXY_PYTHON"] = sys.executable  # a slim layer's interpreter
         env[api.ENV_PORT] = str(free_port())
         env.pop(api.ENV_UPSTREAM, None)
         env.pop(api.ENV_LRAP_PORT, None)
@@ -156,9 +146,10 @@ def run_one(url: str, event: bytes, streaming: bool) -> tuple[int, bytes, str | 
     return status, b"".join(pieces), error, timing
 
 
-def run_scenario(scenario: Scenario, with_proxy: bool, out: Callable[[str], None]) -> bool:
+def run_scenario(scenario: Scenario, layer: LocalLayer | None, out: Callable[[str], None]) -> bool:
     notes: list[str] = []
-    config = sandbox_config(scenario, with_proxy, notes.append)
+    with_proxy = layer is not None
+    config = sandbox_config(scenario, layer, notes.append)
     path = "runtime -> fastproxy -> Runtime API" if with_proxy else "runtime -> Runtime API"
     out(f"  {path}")
     try:
@@ -230,6 +221,14 @@ def main(argv: list[str]) -> int:
         prog=PROG, description="Run the sample functions with and without fastproxy in the path."
     )
     parser.add_argument("-n", "--invocations", type=int, default=5, help="per run (default 5)")
+    parser.add_argument(
+        "--layer",
+        type=Path,
+        default=None,
+        metavar="ZIP",
+        help="run this layer zip (fastproxy layer build) as the extension, through its "
+        "wrapper-script.sh (default: the installed package as a slim layer)",
+    )
     args = parser.parse_args(argv)
     if args.invocations < 1:
         print(f"{PROG}: --invocations must be at least 1", file=sys.stderr)
@@ -240,17 +239,26 @@ def main(argv: list[str]) -> int:
 
     all_ok = True
     runs = scenarios(args.invocations)
-    try:
-        proxy_files()
-        out(f"{PROG}: a local Lambda sandbox on 127.0.0.1 (Python {sys.version.split()[0]})")
-        for index, scenario in enumerate(runs, 1):
-            for with_proxy in (True, False):
-                how = "through fastproxy" if with_proxy else "direct, no proxy"
-                out(f"\n[{index}] {scenario.title} - {how}")
-                all_ok = run_scenario(scenario, with_proxy, out) and all_ok
-    except (DemoError, InvokeError) as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 1
+    with contextlib.ExitStack() as stack:
+        try:
+            layer = stack.enter_context(
+                installed_layer() if args.layer is None else unpacked_layer(args.layer)
+            )
+        except LayerZipError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 2
+        source = "the installed package" if args.layer is None else str(args.layer)
+        try:
+            out(f"{PROG}: a local Lambda sandbox on 127.0.0.1 (Python {sys.version.split()[0]})")
+            out(f"{PROG}: fastproxy layer: {source}")
+            for index, scenario in enumerate(runs, 1):
+                for with_layer in (layer, None):
+                    how = "through fastproxy" if with_layer else "direct, no proxy"
+                    out(f"\n[{index}] {scenario.title} - {how}")
+                    all_ok = run_scenario(scenario, with_layer, out) and all_ok
+        except (DemoError, InvokeError) as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 1
     summary(runs, out)
     out("")
     if not all_ok:

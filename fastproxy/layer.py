@@ -1,6 +1,13 @@
-"""``fastproxy layer build``: the Lambda layer zip, for one architecture and Python version.
+"""``fastproxy layer build``: the Lambda layer zip, for one architecture.
 
-Layout of the zip (it is unpacked under ``/opt``)::
+Two kinds of layer:
+
+- *self-contained* (no ``--python``; ``fastproxy.layer_standalone``): brings its own CPython and
+  glibc, runs beside any runtime (Node.js, Java, .NET, Ruby, OS-only, Python of any version).
+- *slim* (``--python 3.X``): the package and wheels only, for a Python managed runtime of that
+  exact version, whose interpreter runs the extension. Described here.
+
+Layout of the slim zip (it is unpacked under ``/opt``)::
 
     extensions/fastproxy        the launcher Lambda executes (0755)
     wrapper-script.sh           for AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper-script.sh (0755)
@@ -20,8 +27,6 @@ Glibc: python3.10 and python3.11 run on Amazon Linux 2 (glibc 2.26), so only man
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import os
 import shutil
 import stat
@@ -93,20 +98,35 @@ class Sources:
     wrapper: Path
 
 
+# The launcher and wrapper live inside the package, so an installed wheel can build a layer;
+# the repository's top-level extensions/fastproxy and wrapper-script.sh are symlinks to these.
+LAYER_FILES: Final = "layer_files"
+
+# Left out of the layer's copy of the package: what only runs on a laptop or a build machine.
+# Chosen by exclusion, so a new proxy module is shipped without editing this list.
+PACKAGE_EXCLUDED: Final = ("emulator", "demo.py", LAYER_FILES)
+PACKAGE_EXCLUDED_PREFIXES: Final = ("layer.", "layer_")
+
+
 def find_sources(root: Path | None = None) -> Sources:
-    """The package, launcher and wrapper script of a source checkout (default: this one)."""
-    if root is None:
-        root = Path(fastproxy.__file__).resolve().parent.parent
+    """The package, launcher and wrapper script under ``root`` (default: this installation)."""
+    package = Path(fastproxy.__file__).resolve().parent if root is None else root / "fastproxy"
     sources = Sources(
-        root / "fastproxy", root / "extensions" / "fastproxy", root / "wrapper-script.sh"
+        package, package / LAYER_FILES / "fastproxy", package / LAYER_FILES / "wrapper-script.sh"
     )
     for path in (sources.package / "__init__.py", sources.launcher, sources.wrapper):
         if not path.is_file():
             raise LayerError(
-                f"{path} not found: build the layer from a fastproxy source checkout "
-                "(the launcher and wrapper script are not part of the installed package)"
+                f"{path} not found: the fastproxy package is incomplete (reinstall it), or "
+                "--source is not a fastproxy source tree"
             )
     return sources
+
+
+def shipped(relative: Path) -> bool:
+    """Whether a file of the package (path relative to it) goes into the layer."""
+    top = relative.parts[0]
+    return top not in PACKAGE_EXCLUDED and not top.startswith(PACKAGE_EXCLUDED_PREFIXES)
 
 
 def default_cache_dir() -> Path:
@@ -176,9 +196,9 @@ def _files(root: Path) -> Iterable[Path]:
 
 
 def copy_package(package: Path, dest: Path) -> None:
-    """Copy the fastproxy package's sources (no bytecode, no locally built binaries)."""
+    """Copy the package's sources the extension runs (no bytecode, no locally built binaries)."""
     for relative in _files(package):
-        if relative.suffix == ".so":
+        if relative.suffix == ".so" or not shipped(relative):
             continue
         out = dest / relative
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -241,6 +261,7 @@ def write_zip(entries: Sequence[tuple[str, Path, int]], out: Path) -> None:
 
 
 def layer_file_name(target: Target) -> str:
+    """The slim layer's file name (the self-contained one: ``layer_standalone.file_name``)."""
     return f"fastproxy-{fastproxy.__version__}-{target.runtime}-{target.arch}.zip"
 
 
@@ -288,96 +309,3 @@ def publish_command(target: Target, zip_path: Path) -> str:
         f"--zip-file fileb://{zip_path} --compatible-runtimes {target.runtime} "
         f"--compatible-architectures {target.arch}"
     )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="fastproxy layer build",
-        description="Build the fastproxy Lambda layer zip for one architecture and Python.",
-    )
-    parser.add_argument(
-        "--arch", required=True, help="x86_64 or arm64 (the function's architecture)"
-    )
-    parser.add_argument(
-        "--python",
-        required=True,
-        choices=PYTHONS,
-        help="the function's Python runtime version",
-    )
-    parser.add_argument(
-        "--output", type=Path, default=Path("dist"), help="directory for the zip (default: dist)"
-    )
-    parser.add_argument(
-        "--cache-dir",
-        type=Path,
-        default=None,
-        help=f"wheel cache (default: {default_cache_dir()})",
-    )
-    parser.add_argument(
-        "--source",
-        type=Path,
-        default=None,
-        help="fastproxy source checkout to package (default: the one this command runs from)",
-    )
-    parser.add_argument(
-        "--no-fast",
-        dest="fast",
-        action="store_false",
-        help="leave out h11-mypyc (the compiled h11); pure-Python h11 is used instead",
-    )
-    return parser
-
-
-def main(argv: list[str]) -> int:
-    """``fastproxy layer build ...``; returns the exit status."""
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: fastproxy layer build --arch x86_64|arm64 --python 3.10..3.14 [...]")
-        print("Run 'fastproxy layer build --help' for the options.")
-        return 0 if argv else 2
-    if argv[0] != "build":
-        print(
-            f"fastproxy layer: unknown subcommand {argv[0]!r} (expected 'build')", file=sys.stderr
-        )
-        return 2
-    args = build_parser().parse_args(argv[1:])
-    arch = ARCH_ALIASES.get(args.arch, args.arch)
-    if arch not in ARCHES:
-        print(
-            f"fastproxy layer build: --arch {args.arch!r} must be x86_64 or arm64", file=sys.stderr
-        )
-        return 2
-    target = Target(arch, args.python)
-    try:
-        find_sources(args.source)
-    except LayerError as exc:
-        print(f"fastproxy layer build: {exc}", file=sys.stderr)
-        return 2
-    notes: list[str] = []
-    try:
-        out = build(
-            target,
-            args.output,
-            args.cache_dir or default_cache_dir(),
-            fast=args.fast,
-            source=args.source,
-            log=notes,
-        )
-    except LayerError as exc:
-        print(f"fastproxy layer build: {exc}", file=sys.stderr)
-        return 1
-    data = out.read_bytes()
-    with zipfile.ZipFile(out) as archive:
-        count = sum(1 for info in archive.infolist() if not info.is_dir())
-    for note in notes:
-        print(note)
-    print(
-        f"built {out} ({len(data) / 1024 / 1024:.1f} MiB, {len(data)} bytes, {count} files, "
-        f"sha256 {hashlib.sha256(data).hexdigest()})"
-    )
-    print("publish it with:")
-    print(f"  {publish_command(target, out)}")
-    print(
-        f"then add the layer to a {target.runtime} {target.arch} function and set "
-        "AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper-script.sh"
-    )
-    return 0

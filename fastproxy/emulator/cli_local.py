@@ -2,8 +2,16 @@
 
 Example::
 
-    fastproxy local --extensions-dir ./extensions -- python -m awslambdaric echo.handler
+    fastproxy layer build --arch x86_64
+    fastproxy local --layer dist/fastproxy-0.1.0-x86_64.zip -- python -m awslambdaric echo.handler
     fastproxy invoke '{"hello": "world"}'
+
+``--layer ZIP`` runs the zip you will deploy: unpacked into a temporary directory standing for
+/opt, its extensions launched, and the runtime started through its wrapper script (as
+``AWS_LAMBDA_EXEC_WRAPPER=/opt/wrapper-script.sh`` does in Lambda). With ``--extensions-dir``
+nothing sets the wrapper for you. When extensions registered but the runtime, waiting in its
+first ``/next``, holds a connection to the Runtime API itself (read from /proc), no proxy is in
+its path, and this command says so.
 
 Serves the invoke endpoint until SIGINT/SIGTERM, then shuts the sandbox down the Lambda way.
 """
@@ -12,6 +20,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import dataclasses
 import errno
 import os
 import shutil
@@ -19,6 +29,7 @@ import signal
 import sys
 from pathlib import Path
 
+from fastproxy import runtime_api as api
 from fastproxy.emulator.sandbox import (
     DEFAULT_EXTENSIONS_DIR,
     ListenError,
@@ -26,6 +37,7 @@ from fastproxy.emulator.sandbox import (
     SandboxConfig,
     SandboxError,
 )
+from fastproxy.layer_local import LayerZipError, connected_to, unpacked_layer
 
 PROG = "fastproxy local"
 
@@ -47,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"directory of extension executables (default {DEFAULT_EXTENSIONS_DIR}, "
         "skipped when absent)",
+    )
+    parser.add_argument(
+        "--layer",
+        type=Path,
+        default=None,
+        metavar="ZIP",
+        help="a layer zip (fastproxy layer build): its extensions run, and the runtime is "
+        "started through its wrapper-script.sh, as in Lambda",
     )
     parser.add_argument("--port", type=int, default=8080, help="invoke endpoint port (8080)")
     parser.add_argument(
@@ -73,8 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def parse_config(argv: list[str]) -> SandboxConfig:
+def parse_config(argv: list[str]) -> tuple[SandboxConfig, Path | None]:
+    """The sandbox configuration and the ``--layer`` zip (applied by :func:`with_layer`)."""
     args = build_parser().parse_args(argv)
+    if args.layer is not None and args.extensions_dir is not None:
+        raise UsageError("--layer and --extensions-dir cannot be combined")
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -98,7 +121,7 @@ def parse_config(argv: list[str]) -> SandboxConfig:
         raise UsageError(f"--extensions-dir {extensions_dir}: no such directory")
     if shutil.which(command[0]) is None and not os.path.exists(command[0]):
         raise UsageError(f"runtime command {command[0]!r} not found")
-    return SandboxConfig(
+    config = SandboxConfig(
         runtime_command=command,
         extensions_dir=extensions_dir if extensions_dir is not None else DEFAULT_EXTENSIONS_DIR,
         handler=args.handler,
@@ -111,6 +134,44 @@ def parse_config(argv: list[str]) -> SandboxConfig:
         max_concurrency=args.max_concurrency,
         log=log,
     )
+    return config, args.layer
+
+
+def with_layer(config: SandboxConfig, opt: Path, wrapper: Path) -> SandboxConfig:
+    """Run the layer unpacked at ``opt``: its extensions, and its wrapper unless one is set."""
+    env = dict(config.env or os.environ)
+    # The README's Lambda setting, /opt/wrapper-script.sh, means this layer's wrapper here.
+    if env.get(api.ENV_EXEC_WRAPPER, "") in ("", f"/opt/{wrapper.name}"):
+        env[api.ENV_EXEC_WRAPPER] = str(wrapper)
+    return dataclasses.replace(config, extensions_dir=opt / "extensions", env=env)
+
+
+def bypass_warning(
+    config: SandboxConfig, registered: list[str], runtime_api: str, direct: bool | None
+) -> str | None:
+    """Say so when extensions run but the runtime talks to the Runtime API itself.
+
+    ``direct``: whether the runtime process holds a connection to the Runtime API port (None:
+    unknown, then a missing ``AWS_LAMBDA_EXEC_WRAPPER`` is taken as the sign).
+    """
+    wrapper = (config.env or {}).get(api.ENV_EXEC_WRAPPER)
+    if not registered or direct is False or (direct is None and wrapper):
+        return None
+    why = f"{api.ENV_EXEC_WRAPPER}={wrapper} did not point it elsewhere" if wrapper else (
+        f"no {api.ENV_EXEC_WRAPPER} is set"
+    )  # fmt: skip
+    return (
+        f"warning: extension {', '.join(registered)} is running, but the runtime talks to the "
+        f"Runtime API ({runtime_api}) directly ({why}): no proxy extension is in its path. "
+        f"Use --layer ZIP, or add --env {api.ENV_EXEC_WRAPPER}=/path/to/wrapper-script.sh"
+    )
+
+
+def runtime_is_direct(sandbox: Sandbox) -> bool | None:
+    """Whether the runtime, blocked in its first ``/next``, is connected to the API itself."""
+    pid = sandbox.runtime_pid
+    port = int(sandbox.runtime_api.rpartition(":")[2])
+    return None if pid is None else connected_to(pid, port)
 
 
 def log(message: str) -> None:
@@ -152,6 +213,11 @@ async def serve(config: SandboxConfig) -> int:
             f"Runtime API {sandbox.runtime_api} ({mode})",
             flush=True,
         )
+        registered = [ext.name for ext in sandbox.extensions.registered]
+        direct = runtime_is_direct(sandbox) if registered else None
+        warning = bypass_warning(config, registered, sandbox.runtime_api, direct)
+        if warning is not None:
+            log(warning)
         await stop.wait()
         report = await sandbox.shutdown("spindown")
         for item in report.processes:
@@ -163,15 +229,23 @@ async def serve(config: SandboxConfig) -> int:
 
 
 def main(argv: list[str]) -> int:
-    try:
-        config = parse_config(argv)
-    except UsageError as exc:
-        print(f"{PROG}: {exc}", file=sys.stderr)
-        return 2
-    from fastproxy.emulator.thread import new_event_loop
+    with contextlib.ExitStack() as stack:
+        try:
+            config, layer_zip = parse_config(argv)
+            if layer_zip is not None:
+                layer = stack.enter_context(unpacked_layer(layer_zip))
+                config = with_layer(config, layer.opt, layer.wrapper)
+                wrapper = (config.env or {}).get(api.ENV_EXEC_WRAPPER)
+                log(f"layer {layer_zip} unpacked at {layer.opt} (stands for /opt); "
+                    f"{api.ENV_EXEC_WRAPPER}={wrapper}")  # fmt: skip
+        except (UsageError, LayerZipError) as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr)
+            return 2
+        from fastproxy.emulator.thread import new_event_loop
 
-    loop = new_event_loop()
-    try:
-        return loop.run_until_complete(serve(config))
-    finally:
-        loop.close()
+        loop = new_event_loop()
+        try:
+            return loop.run_until_complete(serve(config))
+        finally:
+            loop.close()
+    return 1  # not reached; mypy cannot see that ExitStack does not swallow

@@ -163,6 +163,12 @@ class Sandbox:
         return self.emulator.address
 
     @property
+    def runtime_pid(self) -> int | None:
+        """The runtime process while it runs (``fastproxy local`` inspects its connections)."""
+        runtime = self._runtime
+        return runtime.pid if runtime is not None and runtime.alive else None
+
+    @property
     def invoke_port(self) -> int:
         return self._invoke_server.port if self._invoke_server is not None else 0
 
