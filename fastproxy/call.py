@@ -123,7 +123,7 @@ async def call(pool: Pool, method: bytes, parts: list[bytes]) -> Reply:
         ) from None
     future: asyncio.Future[Reply] = pool.loop.create_future()
     up.sink = _Gather(up, method, future)
-    up.write(parts)
+    up.flow.write(parts)
     try:
         return await future
     except asyncio.CancelledError:

@@ -172,13 +172,8 @@ class DownstreamProtocol(asyncio.Protocol):
         general = self.general
         if general is not None:
             general.response_parts(parts)
-            return
-        transport = self.flow.transport
-        if not transport.is_closing():
-            if len(parts) == 1:
-                transport.write(parts[0])
-            else:
-                transport.writelines(parts)
+        else:
+            self.flow.write(parts)
 
     def answer_error(self, status: int, error_type: str, message: str) -> None:
         """Answer with a JSON error and close, if nothing of a response was sent yet."""

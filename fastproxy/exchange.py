@@ -156,14 +156,14 @@ class Exchange:
         """Bytes for the Runtime API, on this exchange's connection (opened on first use)."""
         up = self.up
         if up is not None:
-            up.write(parts)
+            up.flow.write(parts)
         elif self.backlog is not None:
             self.backlog += parts
         elif not self.over:
             up = self.server.pool.acquire_idle()
             if up is not None:
                 self._attach(up)
-                up.write(parts)
+                up.flow.write(parts)
             else:
                 self.backlog = list(parts)
                 self.down.flow.pause(CONNECTING)
@@ -191,7 +191,7 @@ class Exchange:
             server.pool.release(up)  # never used: still clean
             return
         self._attach(up)
-        up.write(backlog)
+        up.flow.write(backlog)
 
     def _attach(self, up: UpstreamProtocol) -> None:
         self.up = up

@@ -1,4 +1,5 @@
-"""Flow control, the same on both sides: why reading is paused, and whether writing is.
+"""Flow control, the same on both sides: why reading is paused, whether writing is, and the
+one way both sides write.
 
 Reading on a socket stops for as long as any reason holds (bit flags, so two reasons never
 cancel each other out) and resumes when the last one is gone. Writing is the transport's own
@@ -45,6 +46,15 @@ class Flow:
         self.transport = transport
         self.reasons = 0
         self.write_paused = False
+
+    def write(self, parts: list[bytes]) -> None:
+        """One write for a message's parts (``writelines`` only when there are several)."""
+        transport = self.transport
+        if not transport.is_closing():
+            if len(parts) == 1:
+                transport.write(parts[0])
+            else:
+                transport.writelines(parts)
 
     def pause(self, reason: int) -> None:
         if not self.reasons:

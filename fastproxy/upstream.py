@@ -216,14 +216,6 @@ class UpstreamProtocol(asyncio.Protocol):
 
     # -- used by the exchange ----------------------------------------------------------
 
-    def write(self, parts: list[bytes]) -> None:
-        transport = self.flow.transport
-        if not transport.is_closing():
-            if len(parts) == 1:
-                transport.write(parts[0])
-            else:
-                transport.writelines(parts)
-
     def set_reading(self, on: bool) -> None:
         if on:
             self.flow.resume(PEER_FULL)
