@@ -1,10 +1,10 @@
-"""The rig for the micro benchmarks: the real proxy between two in-process loopback peers.
+"""The rig for the micro benchmarks: the real proxy between the emulator and a runtime peer.
 
-Everything runs on one event loop in the test process: a ``StubRuntimeApi`` (answers each
-complete request with a canned response), fastproxy's real ``ProxyServer`` in front of it,
-and a ``RuntimeEnd`` connected to the proxy over a real socket. Benchmarks feed bytes to the
-proxy's protocol objects directly (as the transport would) and let the loop run between
-rounds, outside the timing, until the bytes have gone through.
+Everything runs on one event loop in the test process: the Runtime API emulator (answering
+every ``/next`` at once with a small event, every result post with ``202``), fastproxy's real
+``ProxyServer`` in front of it, and a ``RuntimeEnd`` connected to the proxy over a real socket.
+Benchmarks feed bytes to the proxy's protocol objects directly (as the transport would) and
+let the loop run between rounds, outside the timing, until the bytes have gone through.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Final, cast
 from bench.wire import HEAD_END, ChunkedDecoder, is_chunked, parse_head
 from fastproxy.config import resolve
 from fastproxy.downstream import DownstreamProtocol
+from fastproxy.emulator.runtime_api import RuntimeApiEmulator
 from fastproxy.listener import bind_listener, bound_port
 from fastproxy.server import ProxyServer
 
@@ -26,23 +27,16 @@ NEXT_HEAD: Final = (
     b"Host: 127.0.0.1:9009\r\nUser-Agent: aws-lambda-python/3.11\r\n\r\n"
 )
 RESPONSE_HEAD: Final = (
-    b"POST /2018-06-01/runtime/invocation/bench-1/response HTTP/1.1\r\n"
+    b"POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\n"
     b"Host: 127.0.0.1:9009\r\nUser-Agent: aws-lambda-python/3.11\r\n"
     b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n"
 )
 STREAM_HEAD: Final = (
-    b"POST /2018-06-01/runtime/invocation/bench-1/response HTTP/1.1\r\n"
+    b"POST /2018-06-01/runtime/invocation/%s/response HTTP/1.1\r\n"
     b"Host: 127.0.0.1:9009\r\nContent-Type: application/octet-stream\r\n"
     b"Lambda-Runtime-Function-Response-Mode: streaming\r\nTransfer-Encoding: chunked\r\n"
     b"Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n\r\n"
 )
-_NEXT_RESPONSE: Final = (
-    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-    b"Lambda-Runtime-Aws-Request-Id: bench-1\r\nLambda-Runtime-Deadline-Ms: 1700000000000\r\n"
-    b"Lambda-Runtime-Invoked-Function-Arn: arn:aws:lambda:us-east-1:012345678912:function:f\r\n"
-    b"Content-Length: %d\r\n\r\n" % len(EVENT) + EVENT
-)
-_ACCEPTED: Final = b"HTTP/1.1 202 Accepted\r\nContent-Length: 16\r\n\r\n" + b'{"status":"OK"}\n'
 
 
 class _Reader:
@@ -93,7 +87,9 @@ class _Reader:
             completed += 1
 
 
-class _Peer(asyncio.Protocol):
+class RuntimeEnd(asyncio.Protocol):
+    """The runtime's end of the connection to the proxy; counts complete responses."""
+
     def __init__(self, rig: ProxyRig) -> None:
         self.rig = rig
         self.reader = _Reader()
@@ -103,56 +99,33 @@ class _Peer(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
 
     def data_received(self, data: bytes) -> None:
-        completed = self.reader.feed(data)
-        self.on_messages(completed)
+        self.reader.feed(data)
         self.rig.changed.set()
-
-    def on_messages(self, completed: int) -> None:
-        pass
-
-
-class StubRuntimeApi(_Peer):
-    """Upstream end: ``200`` + a small event for ``GET``, ``202`` for every ``POST``."""
-
-    def __init__(self, rig: ProxyRig) -> None:
-        super().__init__(rig)
-        self.answered = 0
-
-    def on_messages(self, completed: int) -> None:
-        assert self.transport is not None
-        while self.answered < self.reader.done and not self.rig.hold:
-            start_line = self.reader.heads[self.answered][0]
-            self.transport.write(_NEXT_RESPONSE if start_line.startswith(b"GET") else _ACCEPTED)
-            self.answered += 1
-
-
-class RuntimeEnd(_Peer):
-    """The runtime's end of the connection to the proxy; counts complete responses."""
 
 
 class ProxyRig:
-    """The stub, the proxy in front of it and a runtime connection, on the running loop."""
+    """The emulator, the proxy in front of it and a runtime connection, on the running loop."""
 
     def __init__(self) -> None:
         self.changed = asyncio.Event()
-        # While set, the stub answers nothing (a benchmark plays the upstream's part).
-        self.hold = False
-        self.stubs: list[StubRuntimeApi] = []
-        self._stub_server: asyncio.AbstractServer | None = None
+        self.emulator = RuntimeApiEmulator(auto_event=EVENT)
         self.server: ProxyServer | None = None
         self.runtime: RuntimeEnd | None = None
 
+    @property
+    def hold(self) -> bool:
+        return self.emulator.auto_event is None
+
+    @hold.setter
+    def hold(self, on: bool) -> None:
+        # Without an auto event and with nothing queued, the emulator parks every /next: the
+        # benchmark plays the Runtime API's part on that connection itself.
+        self.emulator.auto_event = None if on else EVENT
+
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-
-        def stub() -> StubRuntimeApi:
-            protocol = StubRuntimeApi(self)
-            self.stubs.append(protocol)
-            return protocol
-
-        self._stub_server = await loop.create_server(stub, "127.0.0.1", 0)
-        stub_port = self._stub_server.sockets[0].getsockname()[1]
-        config = resolve(port=0, upstream=f"127.0.0.1:{stub_port}", env={})
+        await self.emulator.start()
+        config = resolve(port=0, upstream=self.emulator.address, env={})
         sock = bind_listener(config.listen)
         self.server = ProxyServer(config, sock)
         await self.server.start()
@@ -178,9 +151,14 @@ class ProxyRig:
         return self.runtime.reader.done
 
     @property
-    def upstream_heads(self) -> int:
-        """Request heads the stub has received so far."""
-        return sum(len(s.reader.heads) for s in self.stubs)
+    def request_id(self) -> bytes:
+        """The request id of the latest event the runtime received."""
+        assert self.runtime is not None
+        for _, headers in reversed(self.runtime.reader.heads):
+            rid = headers.get(b"lambda-runtime-aws-request-id")
+            if rid is not None:
+                return rid
+        raise LookupError("no event received yet")
 
     @property
     def runtime_payload(self) -> int:
@@ -189,17 +167,33 @@ class ProxyRig:
         return self.runtime.reader.payload
 
     @property
-    def upstream_payload(self) -> int:
-        """Body bytes of the message in progress, as received by the stub."""
-        return sum(s.reader.payload for s in self.stubs if s.reader.done < len(s.reader.heads))
+    def upstream_response_bytes(self) -> int:
+        """Body bytes of the result posts the emulator has taken whole."""
+        return self.emulator.stats["response_bytes"]
+
+    def upstream_drained(self) -> bool:
+        """The proxy's connection of the exchange in flight has nothing left to write."""
+        exchange = self.downstream.exchange
+        return (
+            exchange is None
+            or exchange.up is None
+            or not (exchange.up.flow.transport.get_write_buffer_size())
+        )
 
     async def until(self, condition: Callable[[], bool]) -> None:
-        """Let the loop run until ``condition()`` holds (woken by every peer's data)."""
+        """Let the loop run until ``condition()`` holds (woken by the runtime's data, or after
+        a millisecond: the emulator's progress wakes nobody)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + WAIT_S
         while not condition():
             self.changed.clear()
-            await asyncio.wait_for(self.changed.wait(), max(0.0, deadline - loop.time()))
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise TimeoutError("the rig's condition did not hold in time")
+            try:
+                await asyncio.wait_for(self.changed.wait(), min(0.001, remaining))
+            except asyncio.TimeoutError:
+                pass
 
     async def send(self, data: bytes) -> None:
         """Write ``data`` as the runtime and wait for one more complete response."""
@@ -211,7 +205,7 @@ class ProxyRig:
     async def invoke(self, response: bytes) -> None:
         """One invocation: ``GET /next``, then ``POST /response`` with ``response``."""
         await self.send(NEXT_HEAD)
-        await self.send(RESPONSE_HEAD % len(response) + response)
+        await self.send(RESPONSE_HEAD % (self.request_id, len(response)) + response)
 
     def statuses(self) -> set[bytes]:
         assert self.runtime is not None
@@ -222,9 +216,4 @@ class ProxyRig:
             self.runtime.transport.close()
         if self.server is not None:
             await self.server.shutdown(1.0)
-        if self._stub_server is not None:
-            self._stub_server.close()
-            for stub in self.stubs:
-                if stub.transport is not None:
-                    stub.transport.close()
-            await self._stub_server.wait_closed()
+        await self.emulator.stop()

@@ -7,7 +7,7 @@
   ``data_received`` and written to the runtime's socket.
 
 Between rounds, outside the timing, the loop runs until the piece has reached the other peer,
-so every round starts with empty write buffers.
+so every round starts with empty write buffers (the emulator is the upstream).
 """
 
 from __future__ import annotations
@@ -35,27 +35,25 @@ def test_streamed_response_chunk_relay(
 ) -> None:
     loop.run_until_complete(rig.send(NEXT_HEAD))
     downstream = rig.downstream
-    heads = rig.upstream_heads
-    downstream.data_received(STREAM_HEAD)
-    loop.run_until_complete(rig.until(lambda: rig.upstream_heads > heads))
+    before = rig.upstream_response_bytes
+    downstream.data_received(STREAM_HEAD % rig.request_id)
+    exchange = downstream.exchange
+    assert exchange is not None and exchange.up is not None  # a pooled connection, at once
     framed = frame_chunk(b"z" * CHUNK)
-    expected = [0]
 
-    def previous_chunk_arrived() -> None:
-        loop.run_until_complete(rig.until(lambda: rig.upstream_payload >= expected[0]))
-        expected[0] += CHUNK
+    def previous_chunk_written() -> None:
+        loop.run_until_complete(rig.until(rig.upstream_drained))
 
     def relay_chunk() -> None:
         downstream.data_received(framed)
 
     benchmark.pedantic(
-        relay_chunk, setup=previous_chunk_arrived, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS
+        relay_chunk, setup=previous_chunk_written, rounds=ROUNDS, warmup_rounds=WARMUP_ROUNDS
     )
-    loop.run_until_complete(rig.until(lambda: rig.upstream_payload >= expected[0]))
-    assert rig.upstream_payload == (ROUNDS + WARMUP_ROUNDS) * CHUNK
     responses = rig.responses
     downstream.data_received(LAST_CHUNK)
     loop.run_until_complete(rig.until(lambda: rig.responses > responses))
+    assert rig.upstream_response_bytes - before == (ROUNDS + WARMUP_ROUNDS) * CHUNK
     assert rig.statuses() == {b"200", b"202"}
     assert benchmark.stats.stats.median < CHUNK_RELAY_BUDGET_S
 
@@ -63,14 +61,13 @@ def test_streamed_response_chunk_relay(
 @pytest.mark.perf
 @pytest.mark.benchmark(group="hot path")
 def test_event_piece_relay(benchmark: Any, loop: asyncio.AbstractEventLoop, rig: ProxyRig) -> None:
-    # The stub stays silent; the benchmark feeds the event to the proxy's upstream
-    # connection itself, one 64 KiB piece per round, as its transport would.
+    # The emulator stays silent (it parks the /next); the benchmark feeds the event to the
+    # proxy's upstream connection itself, one 64 KiB piece per round, as its transport would.
     rig.hold = True
-    heads = rig.upstream_heads
     responses = rig.responses
     assert rig.runtime is not None and rig.runtime.transport is not None
     rig.runtime.transport.write(NEXT_HEAD)
-    loop.run_until_complete(rig.until(lambda: rig.upstream_heads > heads))
+    loop.run_until_complete(rig.until(lambda: rig.emulator.parked_pollers > 0))
     exchange = rig.downstream.exchange
     assert exchange is not None and exchange.up is not None
     upstream = exchange.up

@@ -1,7 +1,7 @@
 """Meso benchmark: a whole invocation through the proxy on one loop.
 
 The runtime end sends ``GET /next``, gets the event, posts a 1 KiB response and gets the
-``202``, all through the real proxy to the stub, every peer on the same event loop: the CPU
+``202``, all through the real proxy to the emulator, every peer on the same event loop: the CPU
 one invocation costs the proxy, plus the (small, constant) cost of the two peers.
 """
 

@@ -1,7 +1,7 @@
 """Micro benchmark: checking a keep-alive upstream connection out of the pool and back in.
 
 ``UpstreamPool.acquire_idle`` (including its liveness check of the idle socket) followed by
-``release``, on a real connection to the stub that has carried one exchange.
+``release``, on a real connection to the emulator that has carried one exchange.
 """
 
 from __future__ import annotations
