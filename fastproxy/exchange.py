@@ -26,7 +26,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Final, Protocol
 
-from fastproxy import errors, framing
+from fastproxy import chunks, errors, framing
 from fastproxy.flow import CONNECTING, PEER_FULL
 from fastproxy.upstream import ResponseReader, UpstreamProtocol
 
@@ -65,7 +65,7 @@ class Exchange:
         self.up: UpstreamProtocol | None = None
         self.backlog: list[bytes] | None = None  # bytes waiting for the upstream connection
         self.req_left = 0  # Content-Length bytes of the request still to come
-        self.req_scanner: framing.ChunkScanner | None = None
+        self.req_scanner: chunks.ChunkScanner | None = None
         self.request_done = False
         self.reader = ResponseReader(head.method, server.config.max_head_bytes)
         self.response_started = False
@@ -100,7 +100,7 @@ class Exchange:
                 self.req_left = req_end - len(data)
                 req_end = len(data)
         else:
-            scanner = framing.ChunkScanner()
+            scanner = chunks.ChunkScanner()
             try:
                 req_end = scanner.feed(data, end)
             except ValueError as exc:

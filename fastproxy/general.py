@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Final
 
-from fastproxy import errors, framing
+from fastproxy import chunks, errors, framing
 from fastproxy._h11 import h11
 from fastproxy.flow import PIPELINED
 
@@ -53,14 +53,14 @@ class GeneralPath:
                 kind = type(event)
                 if kind is h11.Data:
                     data = bytes(event.data)  # type: ignore[union-attr]
-                    self._body(framing.chunk(data) if self.chunked else [data])
+                    self._body(chunks.chunk(data) if self.chunked else [data])
                 elif kind is h11.Request:
                     if not self._request(event):  # type: ignore[arg-type]
                         return
                 elif kind is h11.EndOfMessage:
                     if self.chunked:
                         trailers = event.headers.raw_items()  # type: ignore[union-attr]
-                        self._body([framing.last_chunk([n + b": " + v for n, v in trailers])])
+                        self._body([chunks.last_chunk([n + b": " + v for n, v in trailers])])
                 elif event is h11.NEED_DATA:
                     return
                 elif event is h11.PAUSED:

@@ -14,7 +14,7 @@ import asyncio
 import select
 from typing import TYPE_CHECKING, Final, Protocol
 
-from fastproxy import framing
+from fastproxy import chunks, framing
 from fastproxy.flow import PEER_FULL, Flow
 
 if TYPE_CHECKING:
@@ -57,7 +57,7 @@ class ResponseReader:
         self.framing = framing.NO_BODY
         self.left = 0
         self.keep = False  # the connection may carry another exchange afterwards
-        self.scanner: framing.ChunkScanner | None = None
+        self.scanner: chunks.ChunkScanner | None = None
         self.payload: list[bytes] = []
         self.out_head = b""  # with ``collect``: the head as it goes on
         self.close = False  # tell the runtime the connection closes after this response
@@ -83,7 +83,7 @@ class ResponseReader:
             self.left = head.length
             self.keep = head.keep_alive
             if head.framing == framing.CHUNKED:
-                self.scanner = framing.ChunkScanner(collect=self.collect)
+                self.scanner = chunks.ChunkScanner(collect=self.collect)
             end = head.end
             if head.framing == framing.UNTIL_CLOSE:
                 out_head = (head.head or data[:end])[:-2] + b"Transfer-Encoding: chunked\r\n\r\n"
@@ -144,14 +144,14 @@ class ResponseReader:
     def _framed(self, data: bytes, start: int, end: int) -> list[bytes]:
         piece = data if start == 0 and end == len(data) else data[start:end]
         if self.framing == framing.UNTIL_CLOSE:
-            return framing.chunk(piece)
+            return chunks.chunk(piece)
         return [piece]
 
     def eof(self) -> list[bytes]:
         """The Runtime API closed: the end of a close-delimited body, else a cut response."""
         if self.head is not None and self.framing == framing.UNTIL_CLOSE and not self.done:
             self.done = True
-            return [framing.last_chunk([])]
+            return [chunks.last_chunk([])]
         raise ValueError("the Runtime API closed the connection mid-response")
 
     @property

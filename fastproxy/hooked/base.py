@@ -11,7 +11,7 @@ import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
-from fastproxy import framing
+from fastproxy import chunks, framing
 from fastproxy import runtime_api as api
 from fastproxy.hooks.api import InvocationContext
 from fastproxy.hooks.chain import HookChain
@@ -97,7 +97,7 @@ class Handler:
         self.head_bytes = head.head or data[: head.end]
         self.fields = framing.parse_fields(self.head_bytes)
         self.scanner = (
-            framing.ChunkScanner(collect=True) if head.framing == framing.CHUNKED else None
+            chunks.ChunkScanner(collect=True) if head.framing == framing.CHUNKED else None
         )
         self.left = head.length if head.framing == framing.LENGTH else 0
         self.done = head.framing == framing.NO_BODY

@@ -8,7 +8,7 @@ import json
 import time
 from typing import TYPE_CHECKING
 
-from fastproxy import framing
+from fastproxy import chunks, framing
 from fastproxy import runtime_api as api
 from fastproxy.call import UpstreamCallError, call, request_bytes
 from fastproxy.hooked.base import (
@@ -138,7 +138,7 @@ class StreamHandler(ResultHandler):
             for piece in pieces:
                 out = pipeline.feed(piece)
                 if out:
-                    self.send(framing.chunk(out))
+                    self.send(chunks.chunk(out))
         except HookFailure as failure:
             self.pipeline = None
             self.ex.fail(502, failure.error_type, failure.message)
@@ -159,8 +159,8 @@ class StreamHandler(ResultHandler):
             self.ex.fail(502, failure.error_type, failure.message)
             return
         if tail:
-            self.send(framing.chunk(tail))
-        self.send([framing.last_chunk(trailers)])
+            self.send(chunks.chunk(tail))
+        self.send([chunks.last_chunk(trailers)])
 
     def finished(self) -> None:
         if self.chain.has_end_hooks and self.context is not None:

@@ -16,7 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fastproxy import framing
+from fastproxy import chunks, framing
 
 MAX = 64 * 1024
 TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-", min_size=1,
@@ -278,7 +278,7 @@ def test_chunk_scanner_finds_the_end_and_the_data_where_h11_does(
     body: bytes, cuts: list[int], tail: bytes
 ) -> None:
     wire = body + tail
-    scanner = framing.ChunkScanner(4096, collect=True)
+    scanner = chunks.ChunkScanner(4096, collect=True)
     points = [*sorted({c % (len(wire) + 1) for c in cuts}), len(wire)]
     start, found = 0, -1
     for point in points:
@@ -307,4 +307,4 @@ def test_chunk_scanner_finds_the_end_and_the_data_where_h11_does(
 @pytest.mark.parametrize("bad", [b"zz\r\n", b"5\r\nhelloXY", b"5\nhello\r\n", b"1" * 20 + b"\r\n"])
 def test_chunk_scanner_refuses_bad_framing(bad: bytes) -> None:
     with pytest.raises(ValueError):
-        framing.ChunkScanner(4096).feed(bad + b"\r\n0\r\n\r\n")
+        chunks.ChunkScanner(4096).feed(bad + b"\r\n0\r\n\r\n")
