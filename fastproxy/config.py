@@ -42,6 +42,8 @@ class ProxyConfig(NamedTuple):
     max_headers: int = DEFAULT_MAX_HEADERS
     pool_size: int = DEFAULT_POOL_SIZE
     loop: str = "auto"
+    # "relay": h11 reads only what the relay does not recognise; "h11": h11 reads every request.
+    path: str = "relay"
 
 
 def parse_address(text: str, what: str) -> Address:
@@ -149,10 +151,14 @@ def resolve(
     loop = env.get(api.ENV_LOOP, "auto")
     if loop not in ("auto", "uvloop", "asyncio"):
         raise ConfigError(f"{api.ENV_LOOP}={loop!r} must be auto, uvloop or asyncio")
+    path = env.get(api.ENV_PATH, "relay")
+    if path not in ("relay", "h11"):
+        raise ConfigError(f"{api.ENV_PATH}={path!r} must be relay or h11")
     return ProxyConfig(
         listen=listen,
         upstream=up,
         max_head_bytes=_positive_int(env, api.ENV_MAX_HEAD_BYTES, DEFAULT_MAX_HEAD_BYTES),
         pool_size=_positive_int(env, api.ENV_POOL_SIZE, DEFAULT_POOL_SIZE),
         loop=loop,
+        path=path,
     )

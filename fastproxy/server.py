@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -19,24 +18,12 @@ from typing import TYPE_CHECKING, Any
 from fastproxy.config import ProxyConfig
 from fastproxy.downstream import DownstreamProtocol
 from fastproxy.pool import Pool
-from fastproxy.runtime_api import ENV_PATH
 
 if TYPE_CHECKING:
     from fastproxy.hooked import Contexts
     from fastproxy.hooks.chain import HookChain
 
 log = logging.getLogger("fastproxy")
-
-PATHS = ("relay", "h11")
-
-
-def selected_path(env: dict[str, str] | os._Environ[str] = os.environ) -> str:
-    """``FASTPROXY_PATH``: ``relay`` (the default: h11 reads only what the relay does not
-    recognise) or ``h11`` (h11 reads every request; for diagnosis and for the test suite)."""
-    path = env.get(ENV_PATH, "relay")
-    if path not in PATHS:
-        raise ValueError(f"{ENV_PATH}={path!r} must be one of {', '.join(PATHS)}")
-    return path
 
 
 class ProxyServer:
@@ -49,7 +36,7 @@ class ProxyServer:
         self.sock = sock
         # None keeps every exchange on the pass-through path (no hook machinery at all).
         self.hooks = hooks
-        self.relay = selected_path() == "relay"
+        self.relay = config.path == "relay"
         self.tasks: set[asyncio.Task[None]] = set()
         if hooks is not None:
             from fastproxy.hooked import Contexts, select

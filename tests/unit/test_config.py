@@ -78,8 +78,9 @@ def run_serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         (("--upstream", "127.0.0.1:9001", "--host", "0.0.0.0"), {}, "loopback"),
         (("--upstream", "127.0.0.1:9001"), {"FASTPROXY_LOG_LEVEL": "loud"}, "log level"),
         (("--upstream", "127.0.0.1:9001"), {"FASTPROXY_HOOKS": "no_such_module:Hook"}, "hook"),
+        (("--upstream", "127.0.0.1:9001"), {"FASTPROXY_PATH": "fast"}, "FASTPROXY_PATH"),
     ],
-    ids=["no-upstream", "bad-upstream", "non-loopback", "bad-log-level", "bad-hook"],
+    ids=["no-upstream", "bad-upstream", "non-loopback", "bad-log-level", "bad-hook", "bad-path"],
 )
 def test_serve_usage_errors_are_one_line_and_exit_2(
     args: tuple[str, ...], env: dict[str, str], needle: str
