@@ -274,6 +274,9 @@ class HttpConnection:
                     raise PeerDisconnected(str(exc)) from exc
 
 
+LISTEN_BACKLOG: Final = 4096
+
+
 class HttpServer:
     """Listens on a host/port (or an already bound socket) and serves ``handler``."""
 
@@ -288,11 +291,15 @@ class HttpServer:
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
     ) -> None:
+        # The Runtime API is a Go server, which listens with the system's full backlog; asyncio's
+        # default of 100 would drop the SYNs of a burst of Managed Instances connections.
         if sock is not None:
-            self._server = await asyncio.start_server(self._on_connection, sock=sock)
+            self._server = await asyncio.start_server(
+                self._on_connection, sock=sock, backlog=LISTEN_BACKLOG
+            )
         else:
             self._server = await asyncio.start_server(
-                self._on_connection, host, port, reuse_address=True
+                self._on_connection, host, port, reuse_address=True, backlog=LISTEN_BACKLOG
             )
         self.port = self._server.sockets[0].getsockname()[1]
 
