@@ -53,15 +53,13 @@ class HookHandler(Protocol):
 
 class Exchange:
     __slots__ = (
-        "backlog", "close_after", "down", "hook", "long_poll", "method", "over", "reader",
-        "req_left", "req_scanner", "request_done", "response_started", "server", "target", "up",
+        "backlog", "close_after", "down", "hook", "long_poll", "over", "reader", "req_left",
+        "req_scanner", "request_done", "response_started", "server", "up",
     )  # fmt: skip
 
     def __init__(self, down: DownstreamProtocol, head: framing.RequestHead) -> None:
         self.down = down
         self.server = server = down.server
-        self.method = head.method
-        self.target = head.target
         self.up: UpstreamProtocol | None = None
         self.backlog: list[bytes] | None = None  # bytes waiting for the upstream connection
         self.req_left = 0  # Content-Length bytes of the request still to come
