@@ -35,8 +35,8 @@ from bench.procs import (
     cpu_ns,
     free_port,
 )
-from bench.stats import median
 from bench.targets import Target, start_sink
+from fastproxy.measure.stats import median
 
 LAUNCHER: Final = REPO / "extensions" / "fastproxy"
 REGISTER_LINE: Final = re.compile(r"register (\S*) (\d+)")

@@ -32,9 +32,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import meta
-from bench.plan import DEFAULT_HOOKS, KIB, Rounds, Run, Settings
+from bench.plan import DEFAULT_HOOKS, KIB, Run, Settings
 from bench.targets import DIRECT, FASTPROXY, RELAY, TargetSpec
 from bench.workers import WorkerPool
+from fastproxy.measure.rounds import Rounds
 
 # Enough invocations that a round's median is steady; the whole gate takes well under a minute.
 GATE: Final = Settings(

@@ -14,11 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.plan import Rounds, Run, label, rotated
+from bench.plan import Run, label
 from bench.procs import StartError
-from bench.stats import compare_paths, median
 from bench.targets import DIRECT, FASTPROXY, Target, TargetSpec, start_all, start_emulator
 from bench.workers import WorkerError
+from fastproxy.measure.rounds import Rounds, rotated
+from fastproxy.measure.stats import compare_paths, median
 
 START_MARGIN_NS = 30_000_000  # lets every worker receive its job before the clock starts
 

@@ -9,21 +9,13 @@ from typing import Any, Final
 
 from bench.targets import DIRECT, TargetSpec
 from bench.workers import WorkerPool
+from fastproxy.measure.rounds import Rounds
 
 KIB: Final = 1024
 MIB: Final = 1024 * 1024
 SCENARIOS: Final = ("latency", "concurrency", "streaming", "coldstart", "hooks")
 # FASTPROXY_HOOKS values, each with the settings it needs as +VAR=VALUE.
 DEFAULT_HOOKS: Final = ("audit", "redact", "firewall+FASTPROXY_FIREWALL_REQUIRE_JSON=1", "trace")
-
-
-@dataclass(frozen=True)
-class Rounds:
-    """``rounds`` interleaved rounds of ``per_round`` measurements per path, after a warm-up."""
-
-    rounds: int
-    per_round: int
-    warmup: int
 
 
 @dataclass(frozen=True)
@@ -114,12 +106,6 @@ def label(size: int) -> str:
     if size % KIB == 0:
         return f"{size // KIB}KiB"
     return f"{size}B"
-
-
-def rotated(names: list[str], r: int) -> list[str]:
-    """The order of the paths in round ``r``: each path takes every position in turn."""
-    k = r % len(names) if names else 0
-    return names[k:] + names[:k]
 
 
 @dataclass

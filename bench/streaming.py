@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.plan import MIB, Run, label, rotated
+from bench.plan import MIB, Run, label
 from bench.procs import StartError
-from bench.stats import median, percentile
 from bench.targets import DIRECT, Target, start_all, start_sink
 from bench.workers import WorkerError
+from fastproxy.measure.rounds import rotated
+from fastproxy.measure.stats import median, percentile
 
 TTFB_SIZE = 1 * MIB
 

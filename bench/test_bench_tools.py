@@ -13,9 +13,9 @@ import pytest
 
 from bench import compare
 from bench.client import RuntimeClient
-from bench.stats import compare_paths, percentile
 from bench.targets import Target, TargetSpec, launch, ready, start_sink
 from bench.wire import LAST_CHUNK, ChunkedDecoder, frame_chunk
+from fastproxy.measure.stats import compare_paths, percentile
 
 
 def test_chunked_decoder_follows_a_body_fed_byte_by_byte() -> None:
