@@ -2,7 +2,7 @@
 
 ``extension``: ``extensions/fastproxy`` (the layer's launcher) when the repository has it,
 else ``python -m fastproxy extension``, with ``AWS_LAMBDA_RUNTIME_API`` pointing at the
-benchmark sink (which plays the Extensions API and notes when ``register`` arrived). The
+Runtime API emulator (``--extensions-api``: it notes when each ``register`` arrived). The
 driver tries to connect to the proxy's port from the moment of exec; once it can, it sends
 the runtime's first ``GET /next`` through the proxy, as a runtime started at once would.
 
@@ -35,7 +35,7 @@ from bench.procs import (
     cpu_ns,
     free_port,
 )
-from bench.targets import Target, start_sink
+from bench.targets import Target, start_emulator
 from fastproxy.measure.stats import median
 
 LAUNCHER: Final = REPO / "extensions" / "fastproxy"
@@ -221,11 +221,11 @@ def coldstart(run: Run) -> dict[str, Any]:
     runs = run.settings.cold_runs
     out: dict[str, Any] = {}
     try:
-        sink = start_sink()
+        sink = start_emulator(1024, timestamps=True)
     except StartError as exc:
         run.note(f"cold start not measured: {exc}")
         return out
-    # The sink records its output lines (register arrivals) for the extension runs.
+    # The emulator's output lines (register arrivals) are recorded for the extension runs.
     try:
         run.say(f"cold start: python -c pass, fastproxy serve, extension ({runs} runs each)")
         startup = python_startup(runs)

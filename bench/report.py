@@ -93,10 +93,14 @@ def latency_table(results: dict[str, Any]) -> Table | None:
         ],
         "added = path percentile - direct percentile, same run, interleaved rounds; "
         "'per round' = range of the round-by-round added medians (the run's noise); "
-        "CPU/inv = CPU µs the path's own processes spent per invocation.",
+        "CPU/inv = CPU µs the path's own processes spent per invocation; [node heads] = the "
+        "Node.js client's request heads (bench/heads.py), in the same rounds, vs direct with "
+        "the same heads.",
     )
     for size, block in latency.items():
-        for name, s in block["paths"].items():
+        rows = [(name, s) for name, s in block["paths"].items()]
+        rows += [(f"{name} [node heads]", s) for name, s in block.get("paths_node", {}).items()]
+        for name, s in rows:
             table.add(
                 f"{size} {name}",
                 s.get("n"),
@@ -269,7 +273,7 @@ def hooks_table(results: dict[str, Any]) -> Table | None:
     paths = block["paths"]
     base = paths.get(FASTPROXY, {}).get("p50_us")
     table = Table(
-        "Hooks: the invocation loop at 1 KiB, µs",
+        "Hooks: the invocation loop at 1 KiB, Node.js client's heads, µs",
         ["path", "n", "p50", "p99", "added p50", "added p99", "vs no hooks p50", "CPU/inv"],
     )
     for name, s in paths.items():

@@ -1,13 +1,13 @@
-"""Streamed responses through each path into the timestamping sink; the proxies' memory.
+"""Streamed responses through each path into the emulator (with arrival times); memory.
 
 First byte: the client writes the response head with the first 16 KiB chunk, then pauses
-(``stream_gap_s``) before the rest of a 1 MiB body. The sink notes when that first chunk's
+(``stream_gap_s``) before the rest of a 1 MiB body. The emulator notes when that first chunk's
 payload arrived; on a quiet path that is the proxy's own delay. A proxy that holds the body
 back delivers the first byte only after the pause (after the client finished sending) — the
 ``first_before_end`` share catches that whatever the timings.
 
 Throughput: 1, 20 and 200 MiB streamed as fast as the client can write 16 KiB chunks, from
-the first write until the ``202`` (which the sink sends after the last byte).
+the first write until the ``202`` (which the emulator sends after the last byte).
 
 Memory: every path runs in a fresh process for this scenario; RSS is read after start-up,
 after the warm-up ("idle") and, as the peak (VmHWM), after the 200 MiB streams.
@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.plan import MIB, Run, label
 from bench.procs import StartError
-from bench.targets import DIRECT, Target, start_all, start_sink
+from bench.targets import DIRECT, Target, start_all, start_emulator
 from bench.workers import WorkerError
 from fastproxy.measure.rounds import rotated
 from fastproxy.measure.stats import median, percentile
@@ -37,7 +37,7 @@ def streaming(run: Run) -> dict[str, Any]:
     settings = run.settings
     out: dict[str, Any] = {"chunk_bytes": 16 * 1024}
     try:
-        sink = start_sink()
+        sink = start_emulator(1024, timestamps=True)
     except StartError as exc:
         run.note(f"streaming not measured: {exc}")
         return out
