@@ -150,10 +150,12 @@ def concurrency_table(results: dict[str, Any]) -> Table | None:
 def streaming_tables(results: dict[str, Any]) -> list[Table]:
     streaming = results.get("streaming") or {}
     tables = []
-    first = streaming.get("first_byte")
-    if first:
+    for key, heads in (("first_byte", "minimal heads"), ("first_byte_node", "Node.js heads")):
+        first = streaming.get(key)
+        if not first:
+            continue
         table = Table(
-            "Streamed response: first byte at the upstream, µs",
+            f"Streamed response: first byte at the upstream, µs ({heads})",
             ["path", "n", "p50", "p90", "max", "added p50", "added p90", "before body end"],
             first["what"] + "; 'before body end' = share of streams whose first byte arrived "
             "before the client had written the whole body (1.0 = streaming, 0 = buffering).",
@@ -173,7 +175,8 @@ def streaming_tables(results: dict[str, Any]) -> list[Table]:
     throughput = streaming.get("throughput")
     if throughput:
         table = Table(
-            "Streamed response throughput (16 KiB chunks, chunked encoding), MB/s = 10^6 B/s",
+            "Streamed response throughput (16 KiB chunks, chunked encoding, Node.js heads), "
+            "MB/s = 10^6 B/s",
             [
                 "size / path",
                 "n",
