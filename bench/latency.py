@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.heads import MINIMAL, NODE, SHAPES
+from bench.heads import MINIMAL, NODE
 from bench.plan import Run, label
 from bench.procs import StartError
 from bench.targets import DIRECT, FASTPROXY, Target, TargetSpec, start_all, start_emulator
@@ -135,7 +135,9 @@ def latency(run: Run) -> dict[str, Any]:
         run.say(f"latency {name}: {plan.rounds} rounds x {plan.per_round} invocations per path")
         try:
             with paths_over_emulator(run, size, run.specs) as paths:
-                loops = invocation_rounds(run, paths, size, plan, f"latency {name}", shapes=SHAPES)
+                loops = invocation_rounds(
+                    run, paths, size, plan, f"latency {name}", shapes=run.settings.head_shapes
+                )
         except (StartError, WorkerError) as exc:
             run.note(f"latency {name} not measured: {exc}")
             continue
@@ -151,8 +153,9 @@ def latency(run: Run) -> dict[str, Any]:
             # The minimal heads under "paths" (what earlier runs have), the Node.js client's
             # under "paths_node", both from the same interleaved rounds.
             "paths": loops.summaries(MINIMAL),
-            "paths_node": loops.summaries(NODE),
         }
+        if NODE in run.settings.head_shapes:
+            out[name]["paths_node"] = loops.summaries(NODE)
     return out
 
 

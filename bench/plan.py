@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bench.heads import SHAPES
 from bench.targets import DIRECT, TargetSpec
 from bench.workers import WorkerPool
 from fastproxy.measure.rounds import Rounds
@@ -32,6 +33,8 @@ class Settings:
     timeline_size: int
     cold_runs: int
     hooks: Rounds
+    # Request head shapes of the latency scenario, measured side by side (bench/heads.py).
+    head_shapes: tuple[str, ...] = SHAPES
 
     def describe(self) -> dict[str, Any]:
         def r(x: Rounds) -> str:

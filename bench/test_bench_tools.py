@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from bench import compare
+from bench import compare, gate
 from bench.client import RuntimeClient
 from bench.coldstart import REGISTER_LINE
 from bench.heads import NODE, SHAPES, next_head, stream_head
@@ -196,3 +196,52 @@ def test_register_arrivals_are_printed_by_the_emulator(emulator: Target) -> None
             assert sock.recv(65536).startswith(b"HTTP/1.1 200 ")
         match = emulator.child.wait_line(REGISTER_LINE, seen, 10)
         assert match.group(1) == "fastproxy" and int(match.group(2)) >= before
+
+
+def _gate_results(proxy_p50: float, proxy_cpu: float, audit_cpu: float) -> dict[str, Any]:
+    """Gate input shaped like a run with both cores busy (figures seen on this machine)."""
+    return {
+        "latency": {
+            "1KiB": {
+                "paths": {
+                    "direct": {"p50_us": 352.0},
+                    "fastproxy": {
+                        "p50_us": proxy_p50,
+                        "added_p50_us": proxy_p50 - 352.0,
+                        "cpu_us_per_invocation": proxy_cpu,
+                    },
+                    "relay": {"p50_us": 382.0, "added_p50_us": 30.0, "cpu_us_per_invocation": 51.0},
+                }
+            }
+        },
+        "hooks": {
+            "hooks": ["audit"],
+            "paths": {
+                "fastproxy": {"p50_us": 656.0, "cpu_us_per_invocation": 252.0},
+                "fastproxy[audit]": {"p50_us": 1016.0, "cpu_us_per_invocation": audit_cpu},
+            },
+        },
+        "coldstart": {
+            "python_startup_cpu_ms": 26.0,
+            "extension": {"cpu_ms": 119.0, "register_ms": 128.0},
+        },
+    }
+
+
+def test_gate_passes_a_loaded_run_and_fails_a_doubled_proxy_or_hook() -> None:
+    loaded = gate.evaluate(_gate_results(500.0, 132.0, 509.0))
+    assert all(c.ok for c in loaded), [c for c in loaded if not c.ok]
+    # fastproxy's added time doubled (+148 -> +296 µs) and its CPU with it.
+    doubled = gate.evaluate(_gate_results(648.0, 264.0, 509.0))
+    failed = {c.bound for c in doubled if not c.ok}
+    assert {"added_vs_relay", "p50_vs_relay", "cpu_vs_relay"} <= failed
+    # The audit hook's own CPU doubled (+257 -> +514 µs per invocation).
+    hook = gate.evaluate(_gate_results(500.0, 132.0, 766.0))
+    assert [c.subject for c in hook if not c.ok] == ["fastproxy[audit]"]
+
+
+def test_gate_refuses_to_judge_what_was_not_measured() -> None:
+    results = _gate_results(500.0, 132.0, 509.0)
+    del results["hooks"]["paths"]["fastproxy[audit]"]
+    with pytest.raises(gate.GateError, match="audit"):
+        gate.evaluate(results)
