@@ -2,13 +2,16 @@
 
 Checked before anything starts: the file is a zip holding ``extensions/fastproxy`` and
 ``wrapper-script.sh``, and the native code it vendors (uvloop, h11-mypyc) was built for this
-machine's architecture; a layer for another one could not run here (exit status 2).
+machine's architecture and this interpreter's version (the proxy runs on this interpreter,
+``FASTPROXY_PYTHON``); a layer for another one could not run here (exit status 2).
 """
 
 from __future__ import annotations
 
 import platform
+import re
 import struct
+import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -21,6 +24,7 @@ REQUIRED: Final = ("extensions/fastproxy", "wrapper-script.sh")
 # ELF e_machine values of the two Lambda architectures.
 ELF_MACHINES: Final = {62: "x86_64", 183: "aarch64"}
 MACHINE_ALIASES: Final = {"amd64": "x86_64", "arm64": "aarch64"}
+ABI_TAG: Final = re.compile(r"cpython-\d+")
 
 
 def host_machine() -> str:
@@ -49,9 +53,17 @@ def check(zip_path: Path) -> None:
                     "build one with 'fastproxy layer build'"
                 )
             host = host_machine()
+            ours = f"cpython-{sys.version_info[0]}{sys.version_info[1]}"
             for name in sorted(names):
                 if not name.endswith(".so"):
                     continue
+                tag = ABI_TAG.search(name.rpartition("/")[2])
+                if tag is not None and tag.group(0) != ours:
+                    raise UsageError(
+                        f"--layer {zip_path}: built for {tag.group(0)} ({name}), the proxy "
+                        f"would run on {ours}; build it with 'fastproxy layer build --python "
+                        f"{sys.version_info[0]}.{sys.version_info[1]}'"
+                    )
                 with layer.open(name) as member:
                     arch = elf_machine(member.read(20))
                 if arch is not None and arch != host:

@@ -172,3 +172,18 @@ def test_no_runtime_command_is_a_usage_error(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no runtime command" in done.stderr
+
+
+def test_a_layer_for_another_python_is_a_setup_error(tmp_path: Path) -> None:
+    layer = tmp_path / "layer.zip"
+    machine = 62 if host_machine() == "x86_64" else 183
+    with zipfile.ZipFile(layer, "w") as zf:
+        zf.writestr("extensions/fastproxy", "#!/bin/sh\n")
+        zf.writestr("wrapper-script.sh", "#!/bin/sh\n")
+        zf.writestr(
+            "fastproxy/python/uvloop/loop.cpython-39-x86_64-linux-gnu.so", _fake_elf(machine)
+        )
+    done, _ = bench(tmp_path, ECHO, "--layer", str(layer))
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "built for cpython-39" in line and "--python" in line
