@@ -135,7 +135,9 @@ def test_a_runtime_that_exits_at_once_is_a_setup_error(tmp_path: Path) -> None:
     done, doc = bench(tmp_path, [sys.executable, "-c", "raise SystemExit(3)"], "--warmup", "1")
     assert done.returncode == 2
     assert doc is None
-    (line,) = done.stderr.strip().splitlines()
+    # One line of ours. (Until main's f9f6139 is merged here, the sandbox thread may also
+    # print a traceback of its racing teardown: issue 11's "Event loop stopped" flake.)
+    (line,) = [ln for ln in done.stderr.splitlines() if ln.startswith("fastproxy bench")]
     assert "did not start" in line and "Runtime.ExitError" in line
 
 
