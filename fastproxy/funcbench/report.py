@@ -203,7 +203,7 @@ def markdown(doc: dict[str, Any], verdict: GateResult | None = None) -> str:
 def progress_printer(quiet: bool) -> Any:
     """A progress line on stderr: rewritten in place on a terminal, a few lines otherwise."""
     tty = sys.stderr.isatty()
-    shown = [-1]
+    shown = [0]
 
     def show(done: int, total: int) -> None:
         if quiet:
