@@ -167,8 +167,14 @@ def title(doc: dict[str, Any]) -> str:
     return (
         f"{doc['invocations']} invocations per side, interleaved, concurrency "
         f"{doc['concurrency']}, {'streamed' if doc['streamed'] else 'buffered'} responses; "
-        f"{doc['platform']['python']} on {doc['platform']['machine']}"
+        f"{doc['platform']['python']} on {doc['platform']['machine']}, "
+        f"{doc['platform']['cpus']} CPUs, load average {load_text(doc)} at the end"
     )
+
+
+def load_text(doc: dict[str, Any]) -> str:
+    load = doc["platform"].get("load_average")
+    return f"{load[0]:.2f}" if load else "?"
 
 
 def table(doc: dict[str, Any], verdict: GateResult | None = None) -> str:
