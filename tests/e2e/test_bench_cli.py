@@ -189,3 +189,15 @@ def test_a_layer_for_another_python_is_a_setup_error(tmp_path: Path) -> None:
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     assert "built for cpython-39" in line and "--python" in line
+
+
+def test_concurrent_invocations_in_managed_instances_mode(tmp_path: Path) -> None:
+    """Two invocations in flight per side (the streaming sample runs two runtime loops)."""
+    events = ["--event", '{"chunks": ["a"]}', "--event", '{"chunks": ["b", "c"]}']
+    done, doc = bench(
+        tmp_path, STREAMING, "--invocations", "12", "--warmup", "2", "--concurrency", "2", *events
+    )
+    assert done.returncode == 0, done.stderr
+    assert doc is not None and doc["concurrency"] == 2 and doc["events"] == 2
+    assert doc["direct"]["n"] == doc["proxied"]["n"] == 12
+    assert doc["responses_identical"] is True
