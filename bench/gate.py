@@ -81,9 +81,9 @@ BOUNDS: Final = {
         ),
         Bound("p50_vs_relay", 1.4, "fastproxy's median / the relay's median"),
         Bound("p50_vs_direct", 1.8, "fastproxy's median / the direct path's median"),
-        Bound("cpu_vs_relay", 3.6, "fastproxy's CPU per invocation / the relay's"),
+        Bound("cpu_vs_relay", 3.8, "fastproxy's CPU per invocation / the relay's"),
         Bound("hook_p50", 2.0, "median with the hook / fastproxy's median with no hook"),
-        Bound("hook_cpu", 2.5, "CPU per invocation with the hook / with no hook"),
+        Bound("hook_cpu", 2.6, "CPU per invocation with the hook / with no hook"),
         Bound(
             "coldstart_vs_python",
             9.0,
