@@ -79,7 +79,7 @@ BOUNDS: Final = {
             "least a quarter of the direct median: under load it fell to +27 µs, which would "
             "make any ratio look large)",
         ),
-        Bound("p50_vs_relay", 1.4, "fastproxy's median / the relay's median"),
+        Bound("p50_vs_relay", 1.45, "fastproxy's median / the relay's median"),
         Bound("p50_vs_direct", 1.8, "fastproxy's median / the direct path's median"),
         Bound("cpu_vs_relay", 3.8, "fastproxy's CPU per invocation / the relay's"),
         Bound("hook_p50", 2.0, "median with the hook / fastproxy's median with no hook"),
