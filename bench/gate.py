@@ -67,8 +67,9 @@ class Bound:
     what: str
 
 
-# Each limit: the worst ratio seen on this machine under a full two-core load, plus margin;
-# below what the regression it guards against gives (README-performance.md, "The CI gate").
+# Each limit: the worst ratio seen on this machine under a full two-core load, plus margin,
+# on this branch's data path and on main's new one (a trial merge); below what the
+# regression it guards against gives (README-performance.md, "The CI gate").
 BOUNDS: Final = {
     b.name: b
     for b in (
@@ -79,11 +80,11 @@ BOUNDS: Final = {
             "least a quarter of the direct median: under load it fell to +27 µs, which would "
             "make any ratio look large)",
         ),
-        Bound("p50_vs_relay", 1.45, "fastproxy's median / the relay's median"),
+        Bound("p50_vs_relay", 1.5, "fastproxy's median / the relay's median"),
         Bound("p50_vs_direct", 1.8, "fastproxy's median / the direct path's median"),
         Bound("cpu_vs_relay", 3.8, "fastproxy's CPU per invocation / the relay's"),
-        Bound("hook_p50", 2.0, "median with the hook / fastproxy's median with no hook"),
-        Bound("hook_cpu", 2.6, "CPU per invocation with the hook / with no hook"),
+        Bound("hook_p50", 3.0, "median with the hook / fastproxy's median with no hook"),
+        Bound("hook_cpu", 4.0, "CPU per invocation with the hook / with no hook"),
         Bound(
             "coldstart_vs_python",
             9.0,
