@@ -16,8 +16,11 @@ what a machine with both cores busy produces, and still below what a real regres
 twice as much) produces. The measured values behind each bound are in
 ``bench/README-performance.md``.
 
-Exit status: 0 every ratio within bounds, 1 a bound exceeded (each named with its figures),
-2 a figure could not be measured at all.
+A bound exceeded is measured once more (a second whole run): a check fails only when it is
+over its bound in both runs, since a regression comes back and a burst of load rarely does.
+
+Exit status: 0 every ratio within bounds, 1 a bound exceeded twice (each named with its
+figures), 2 a figure could not be measured at all.
 """
 
 from __future__ import annotations
@@ -264,18 +267,11 @@ def evaluate(results: dict[str, Any]) -> list[Check]:
     ]
 
 
-def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench gate",
-        description="CI's benchmark gate: same-run ratios only (fastproxy vs the relay and "
-        "direct, hooks vs no hook, cold start vs a bare interpreter), each within a bound.",
-    )
-    parser.add_argument("--json", metavar="FILE", help="write the figures and the checks")
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
-    args = parser.parse_args(argv)
+def one_run(quiet: bool) -> dict[str, Any]:
+    """Measure everything the gate judges, in one interleaved run."""
     specs = [TargetSpec(FASTPROXY, "fastproxy"), TargetSpec(RELAY, "relay")]
     pool = WorkerPool()
-    run = Run(GATE, specs, pool, hooks=DEFAULT_HOOKS, quiet=args.quiet)
+    run = Run(GATE, specs, pool, hooks=DEFAULT_HOOKS, quiet=quiet)
     started = time.monotonic()
     results: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -288,30 +284,72 @@ def main(argv: list[str]) -> int:
     results["duration_s"] = round(time.monotonic() - started, 1)
     results["platform"]["load_average_at_end"] = meta.load_average()
     results["notes"] = list(dict.fromkeys(run.notes))
+    return results
+
+
+def better_of(first: list[Check], second: list[Check]) -> list[Check]:
+    """Per check, the run in which it did better: a bound fails only if exceeded twice."""
+    again = {(c.bound, c.subject): c for c in second}
+    out = []
+    for check in first:
+        other = again.get((check.bound, check.subject))
+        out.append(check if other is None or check.ratio <= other.ratio else other)
+    return out
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench gate",
+        description="CI's benchmark gate: same-run ratios only (fastproxy vs the relay and "
+        "direct, hooks vs no hook, cold start vs a bare interpreter), each within a bound; "
+        "a bound exceeded is measured once more and fails only if exceeded again.",
+    )
+    parser.add_argument("--json", metavar="FILE", help="write the figures and the checks")
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    args = parser.parse_args(argv)
+    runs = [one_run(args.quiet)]
     try:
-        checks = evaluate(results)
+        checks = evaluate(runs[0])
+        if not all(c.ok for c in checks):
+            # A burst of load can still push one ratio over its bound; a regression is there
+            # again in a second run, load rarely is in the same place.
+            print(f"bench gate: {render_failed(checks)}; measuring once more", flush=True)
+            runs.append(one_run(args.quiet))
+            checks = better_of(checks, evaluate(runs[1]))
     except GateError as exc:
         print(f"bench gate: error: {exc}", file=sys.stderr)
-        for note in results["notes"]:
+        for note in runs[-1]["notes"]:
             print(f"  note: {note}", file=sys.stderr)
         return 2
-    results["checks"] = [
-        {"check": c.bound, "subject": c.subject, "ratio": round(c.ratio, 3), "limit": c.limit}
-        | {"ok": c.ok, "figures": c.detail}
-        for c in checks
-    ]
+    results = {
+        "runs": runs,
+        "checks": [
+            {"check": c.bound, "subject": c.subject, "ratio": round(c.ratio, 3), "limit": c.limit}
+            | {"ok": c.ok, "figures": c.detail}
+            for c in checks
+        ],
+    }
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-    load = results["platform"].get("load_average_at_start")
-    print(f"bench gate: same-run ratios, {results['duration_s']} s, load average at start {load}")
+    took = sum(r["duration_s"] for r in runs)
+    load = runs[0]["platform"].get("load_average_at_start")
+    print(
+        f"bench gate: same-run ratios, {len(runs)} run(s), {took:.1f} s, load average at "
+        f"start {load}"
+    )
     print(render(checks), end="")
     failed = [c for c in checks if not c.ok]
     if failed:
-        worst = max(failed, key=lambda c: c.ratio / c.limit)
-        print(
-            f"bench gate: FAILED: {len(failed)} ratio(s) over their bound, e.g. {worst.bound} "
-            f"for {worst.subject}: {worst.ratio:.2f} > {worst.limit:g} ({worst.detail})"
-        )
+        print(f"bench gate: FAILED (in both runs): {render_failed(checks)}")
         return 1
     print(f"bench gate: OK: {len(checks)} ratios within their bounds")
     return 0
+
+
+def render_failed(checks: list[Check]) -> str:
+    failed = [c for c in checks if not c.ok]
+    worst = max(failed, key=lambda c: c.ratio / c.limit)
+    return (
+        f"{len(failed)} ratio(s) over their bound, e.g. {worst.bound} for {worst.subject}: "
+        f"{worst.ratio:.2f} > {worst.limit:g} ({worst.detail})"
+    )

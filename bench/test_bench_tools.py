@@ -246,3 +246,10 @@ def test_gate_refuses_to_judge_what_was_not_measured() -> None:
     del results["hooks"]["paths"]["fastproxy[audit]"]
     with pytest.raises(gate.GateError, match="audit"):
         gate.evaluate(results)
+
+
+def test_gate_keeps_for_each_check_the_better_of_two_runs() -> None:
+    first = gate.evaluate(_gate_results(648.0, 264.0, 426.0))  # fastproxy doubled
+    second = gate.evaluate(_gate_results(500.0, 132.0, 426.0))  # a burst, gone again
+    assert all(c.ok for c in gate.better_of(first, second))
+    assert not all(c.ok for c in gate.better_of(first, first))
