@@ -87,7 +87,9 @@ BOUNDS: Final = {
         Bound("p50_vs_relay", 1.5, "fastproxy's median / the relay's (per round, median)"),
         Bound("p50_vs_direct", 1.8, "fastproxy's median / the direct path's median"),
         Bound("cpu_vs_relay", 3.8, "fastproxy's CPU per invocation / the relay's"),
-        Bound("hook_p50", 3.0, "median with the hook / fastproxy's median with no hook"),
+        # Loose: a hook's cost shows in its CPU (hook_cpu); this one is for time spent waiting
+        # (a hook that sleeps 20 ms gives 30x), and hooked variants suffer most from load.
+        Bound("hook_p50", 5.0, "median with the hook / fastproxy's median with no hook"),
         Bound("hook_cpu", 4.0, "CPU per invocation with the hook / with no hook"),
         Bound(
             "coldstart_vs_python",
