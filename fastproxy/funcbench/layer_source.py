@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Final
 
 from fastproxy.funcbench.options import UsageError
-from fastproxy.funcbench.proxy_files import ProxyFiles
+from fastproxy.funcbench.proxy_files import ProxyFiles, entered, layer_local
 
 REQUIRED: Final = ("extensions/fastproxy", "wrapper-script.sh")
 # ELF e_machine values of the two Lambda architectures.
@@ -76,16 +76,26 @@ def check(zip_path: Path) -> None:
 
 
 def unpack(zip_path: Path) -> ProxyFiles:
-    """Check the layer and unpack it into a temporary directory playing ``/opt``."""
+    """Check the layer and unpack it into a temporary directory playing ``/opt``.
+
+    With ``fastproxy.layer_local`` installed (``fastproxy local --layer``), its
+    ``unpacked_layer`` does the unpacking, so both commands see a layer the same way.
+    """
     check(zip_path)
+    module = layer_local()
+    if module is not None:
+        try:
+            return entered(module.unpacked_layer(zip_path), f"layer {zip_path}")
+        except module.LayerZipError as exc:
+            raise UsageError(f"--layer {exc}") from None
     scratch = tempfile.TemporaryDirectory(prefix="fastproxy-bench-layer-")
     root = Path(scratch.name)
-    # Once `fastproxy local --layer` lands (fastproxy.emulator), its unpacking function
-    # replaces this block, so both commands see a layer the same way.
     with zipfile.ZipFile(zip_path) as layer:
         for info in layer.infolist():
             layer.extract(info, root)
             mode = info.external_attr >> 16
             if mode:
                 (root / info.filename).chmod(mode & 0o7777)
-    return ProxyFiles(root / "extensions", root / "wrapper-script.sh", f"layer {zip_path}", scratch)
+    return ProxyFiles(
+        root / "extensions", root / "wrapper-script.sh", f"layer {zip_path}", scratch.cleanup
+    )

@@ -1,10 +1,13 @@
 """Which fastproxy the proxied side runs: an extensions directory and a wrapper script.
 
-- default, from a source checkout: the checkout's ``extensions/fastproxy`` and
+- default, once ``fastproxy.layer_local`` is there (main, with ``fastproxy local --layer``):
+  its ``installed_layer``, the package laid out as ``/opt`` with the real launcher and wrapper,
+  from a checkout or a plain ``pip install`` alike;
+- default, before that, from a source checkout: the checkout's ``extensions/fastproxy`` and
   ``wrapper-script.sh`` (what the layer ships), as ``fastproxy demo`` uses them;
-- default, from an installed package (``pip install``, no checkout): a launcher and a
-  wrapper written to a temporary directory that do what those two do for an installed
-  package (``python -m fastproxy extension``; point the runtime at the proxy);
+- default, before that, from an installed package (no checkout): a launcher and a wrapper
+  written to a temporary directory that do what those two do for an installed package
+  (``python -m fastproxy extension``; point the runtime at the proxy);
 - ``--extensions-dir DIR``: every extension in DIR, with DIR/../wrapper-script.sh when there
   is one (a layer's layout) or else the default wrapper;
 - ``--layer ZIP``: a built layer, unpacked as the sandbox's ``/opt`` (:mod:`.layer_source`).
@@ -12,10 +15,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Final
 
 import fastproxy
@@ -47,12 +54,29 @@ class ProxyFiles:
     extensions_dir: Path
     wrapper: Path
     described: str
-    scratch: tempfile.TemporaryDirectory[str] | None = None
+    closer: Callable[[], None] | None = None
+    """Removes what was unpacked or written for this run."""
 
     def cleanup(self) -> None:
-        if self.scratch is not None:
-            self.scratch.cleanup()
-            self.scratch = None
+        if self.closer is not None:
+            self.closer()
+            self.closer = None
+
+
+def layer_local() -> ModuleType | None:
+    """``fastproxy.layer_local`` (``fastproxy local --layer``), when this install has it."""
+    try:
+        return importlib.import_module("fastproxy.layer_local")
+    except ImportError:
+        return None
+
+
+def entered(context: contextlib.AbstractContextManager[object], described: str) -> ProxyFiles:
+    """ProxyFiles for a layer context manager (``LocalLayer``), kept open until cleanup."""
+    stack = contextlib.ExitStack()
+    layer = stack.enter_context(context)
+    opt = Path(layer.opt)  # type: ignore[attr-defined]
+    return ProxyFiles(opt / "extensions", opt / "wrapper-script.sh", described, stack.close)
 
 
 def _write(path: Path, text: str) -> Path:
@@ -67,7 +91,7 @@ def generated() -> ProxyFiles:
     (root / "extensions").mkdir()
     _write(root / "extensions" / "fastproxy", LAUNCHER)
     wrapper = _write(root / "wrapper-script.sh", WRAPPER)
-    return ProxyFiles(root / "extensions", wrapper, "installed package", scratch)
+    return ProxyFiles(root / "extensions", wrapper, "installed package", scratch.cleanup)
 
 
 def checkout() -> ProxyFiles | None:
@@ -79,6 +103,9 @@ def checkout() -> ProxyFiles | None:
 
 
 def default() -> ProxyFiles:
+    module = layer_local()
+    if module is not None:
+        return entered(module.installed_layer(), "installed package (layer_local)")
     return checkout() or generated()
 
 
