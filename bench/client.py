@@ -14,6 +14,13 @@ import socket
 import time
 from typing import Any, Final
 
+from bench.heads import (
+    MINIMAL,
+    SHAPES,
+    next_head,
+    response_head,
+    stream_head,
+)
 from bench.wire import (
     CHUNK_SIZE,
     HEAD_END,
@@ -26,13 +33,10 @@ from bench.wire import (
     parse_head,
 )
 
-NEXT_PATH: Final = b"/2018-06-01/runtime/invocation/next"
-INVOCATION_PREFIX: Final = b"/2018-06-01/runtime/invocation/"
 REQUEST_ID: Final = b"lambda-runtime-aws-request-id"
-USER_AGENT: Final = b"fastproxy-bench/1"
 SCRATCH_BYTES: Final = 1024 * 1024
-# Asks the benchmark sink for the arrival timeline of a streamed body (for the plot).
-TIMELINE_HEADER: Final = b"X-Bench-Timeline"
+# Asks the emulator (--arrival-times) for the arrival timeline of a streamed body (the plot).
+TIMELINE_HEADER: Final = b"X-Fastproxy-Arrival-Timeline"
 
 
 class BenchError(Exception):
@@ -48,7 +52,13 @@ class RuntimeClient:
     """One runtime connection to ``host:port`` (a proxy, or the Runtime API directly)."""
 
     def __init__(
-        self, host: str, port: int, *, timeout: float = 120.0, sock: socket.socket | None = None
+        self,
+        host: str,
+        port: int,
+        *,
+        timeout: float = 120.0,
+        sock: socket.socket | None = None,
+        heads: str = MINIMAL,
     ) -> None:
         self.address = (host, port)
         if sock is None:
@@ -58,17 +68,19 @@ class RuntimeClient:
         self._host = f"{host}:{port}".encode()
         self._buf = bytearray()
         self._scratch = bytearray(SCRATCH_BYTES)
-        self._next_request = (
-            b"GET " + NEXT_PATH + b" HTTP/1.1\r\nHost: " + self._host + b"\r\n"
-            b"User-Agent: " + USER_AGENT + b"\r\n\r\n"
-        )
+        if heads not in SHAPES:
+            raise ValueError(f"unknown head shape {heads!r} (known: {', '.join(SHAPES)})")
+        self.heads = heads
+        self._next_request = next_head(heads, self._host)
         self._bodies: dict[int, bytes] = {}
         self._chunk = frame_chunk(b"z" * CHUNK_SIZE)
 
     @classmethod
-    def from_socket(cls, sock: socket.socket, host: str, port: int) -> RuntimeClient:
+    def from_socket(
+        cls, sock: socket.socket, host: str, port: int, heads: str = MINIMAL
+    ) -> RuntimeClient:
         """A client on an already connected socket."""
-        return cls(host, port, sock=sock)
+        return cls(host, port, sock=sock, heads=heads)
 
     def close(self) -> None:
         self._sock.close()
@@ -98,11 +110,7 @@ class RuntimeClient:
         body = self._bodies.get(size)
         if body is None:
             body = self._bodies[size] = response_body(size)
-        head = (
-            b"POST " + INVOCATION_PREFIX + request_id + b"/response HTTP/1.1\r\n"
-            b"Host: " + self._host + b"\r\nUser-Agent: " + USER_AGENT + b"\r\n"
-            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
-        )
+        head = response_head(self.heads, self._host, request_id, len(body))
         if len(body) <= 64 * 1024:
             self._sock.sendall(head + body)
         else:
@@ -117,21 +125,12 @@ class RuntimeClient:
 
         The head goes out with the first chunk (as Node's runtime client writes it); with
         ``gap_s`` the client then waits before the rest, so that the first chunk's arrival is
-        measured on an otherwise quiet path. The upstream must be the benchmark sink, whose
-        ``202`` reports when the body's first and last bytes arrived.
+        measured on an otherwise quiet path. The upstream must be the emulator with
+        ``--arrival-times``, whose ``202`` reports when the body's first and last bytes arrived.
         """
         request_id = self.next_event()
-        head = (
-            b"POST " + INVOCATION_PREFIX + request_id + b"/response HTTP/1.1\r\n"
-            b"Host: " + self._host + b"\r\nUser-Agent: " + USER_AGENT + b"\r\n"
-            b"Content-Type: application/octet-stream\r\n"
-            b"Lambda-Runtime-Function-Response-Mode: streaming\r\n"
-            b"Transfer-Encoding: chunked\r\n"
-            b"Trailer: Lambda-Runtime-Function-Error-Type, Lambda-Runtime-Function-Error-Body\r\n"
-        )
-        if timeline:
-            head += TIMELINE_HEADER + b": 1\r\n"
-        head += b"\r\n"
+        extra = TIMELINE_HEADER + b": 1\r\n" if timeline else b""
+        head = stream_head(self.heads, self._host, request_id, extra)
         chunk = self._chunk
         full, rest = divmod(size, CHUNK_SIZE)
         sock = self._sock

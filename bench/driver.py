@@ -19,7 +19,7 @@ from bench.targets import DIRECT, FASTPROXY, NGINX, RELAY, default_specs
 from bench.workers import WorkerPool
 
 SCHEMA = 1
-RESERVED = {DIRECT, FASTPROXY, RELAY, NGINX, "emulator", "sink"}
+RESERVED = {DIRECT, FASTPROXY, RELAY, NGINX, "emulator"}
 PEER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 

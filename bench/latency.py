@@ -14,11 +14,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.plan import Rounds, Run, label, rotated
+from bench.heads import MINIMAL, NODE
+from bench.plan import Run, label
 from bench.procs import StartError
-from bench.stats import compare_paths, median
 from bench.targets import DIRECT, FASTPROXY, Target, TargetSpec, start_all, start_emulator
 from bench.workers import WorkerError
+from fastproxy.measure.rounds import Rounds, rotated
+from fastproxy.measure.stats import compare_paths, median
 
 START_MARGIN_NS = 30_000_000  # lets every worker receive its job before the clock starts
 
@@ -42,53 +44,86 @@ def paths_over_emulator(
 
 @dataclass
 class Loops:
-    """Per path, the invocation times (ns) of each round, and its CPU time per invocation."""
+    """Per path, the invocation times (ns) of each round, and its CPU time per invocation.
+
+    Keys are path names, with ``@node`` appended for the Node.js-shaped heads
+    (:func:`variant`); :meth:`summaries` compares each shape with the direct path of the same
+    shape.
+    """
 
     samples: dict[str, list[array.array[int]]]
     cpu_us: dict[str, float]
 
-    def summaries(self) -> dict[str, dict[str, Any]]:
-        out = compare_paths(self.samples)
+    def summaries(self, shape: str = MINIMAL) -> dict[str, dict[str, Any]]:
+        wanted = {name: chunks for name, chunks in self.samples.items() if split(name)[1] == shape}
+        out = compare_paths({split(name)[0]: chunks for name, chunks in wanted.items()})
         for name, cpu in self.cpu_us.items():
-            if name in out:
-                out[name]["cpu_us_per_invocation"] = cpu
+            path, of = split(name)
+            if of == shape and path in out:
+                out[path]["cpu_us_per_invocation"] = cpu
         return out
 
 
-def invocation_rounds(
-    run: Run, paths: dict[str, Target], size: int, plan: Rounds, what: str
-) -> Loops:
-    """Interleaved rounds of the invocation loop over ``paths``; a failing path is dropped.
+def variant(path: str, shape: str) -> str:
+    return path if shape == MINIMAL else f"{path}@{shape}"
 
-    The CPU time of each path's processes is read before its warm-up and after the last
-    round: the paths not being measured are idle, so it is all spent on that path's own
-    invocations.
+
+def split(name: str) -> tuple[str, str]:
+    path, _, shape = name.partition("@")
+    return path, shape or MINIMAL
+
+
+def invocation_rounds(
+    run: Run,
+    paths: dict[str, Target],
+    size: int,
+    plan: Rounds,
+    what: str,
+    shapes: tuple[str, ...] = (MINIMAL,),
+) -> Loops:
+    """Interleaved rounds of the invocation loop over ``paths`` x head ``shapes``.
+
+    Every (path, shape) pair is a variant of its own in the rotation, so both shapes are
+    measured side by side in the same rounds. A failing path is dropped. CPU time is read
+    around each round of each variant: the others are idle meanwhile, so what the path's
+    processes spent in between is that variant's own.
     """
-    cpu_before = {name: t.cpu_ns() for name, t in paths.items()}
-    count = dict.fromkeys(paths, plan.warmup)
-    for name in list(paths):
+    variants = [variant(name, shape) for name in paths for shape in shapes]
+    for name in variants:
+        path, shape = split(name)
+        if path not in paths:
+            continue
         try:
             job = {"op": "loop", "size": size, "count": 0, "warmup": plan.warmup}
-            run.pool.one({**job, "address": paths[name].address})
+            run.pool.one({**job, "address": paths[path].address, "heads": shape})
         except WorkerError as exc:
-            run.drop(paths, name, what, exc)
-    samples: dict[str, list[array.array[int]]] = {name: [] for name in paths}
+            run.drop(paths, path, what, exc)
+    samples: dict[str, list[array.array[int]]] = {name: [] for name in variants}
+    cpu_ns: dict[str, int] = dict.fromkeys(variants, 0)
     for r in range(plan.rounds):
-        for name in rotated(list(paths), r):
-            job = {"op": "loop", "address": paths[name].address, "size": size}
+        for name in rotated(variants, r):
+            path, shape = split(name)
+            if path not in paths:
+                samples.pop(name, None)
+                continue
+            target = paths[path]
+            job = {"op": "loop", "address": target.address, "size": size, "heads": shape}
+            before = target.cpu_ns()
             try:
                 result = run.pool.one({**job, "count": plan.per_round})
             except WorkerError as exc:
-                run.drop(paths, name, what, exc)
+                run.drop(paths, path, what, exc)
                 samples.pop(name, None)
                 continue
+            after = target.cpu_ns()
+            if before is not None and after is not None:
+                cpu_ns[name] += after - before
             samples[name].append(array.array("q", result["total"]))
-            count[name] += plan.per_round
     cpu_us = {}
-    for name, target in paths.items():
-        before, after = cpu_before.get(name), target.cpu_ns()
-        if before is not None and after is not None and count[name]:
-            cpu_us[name] = round((after - before) / 1000 / count[name], 1)
+    for name, chunks in samples.items():
+        count = sum(len(chunk) for chunk in chunks)
+        if count and split(name)[0] != DIRECT:
+            cpu_us[name] = round(cpu_ns[name] / 1000 / count, 1)
     return Loops(samples, cpu_us)
 
 
@@ -100,19 +135,27 @@ def latency(run: Run) -> dict[str, Any]:
         run.say(f"latency {name}: {plan.rounds} rounds x {plan.per_round} invocations per path")
         try:
             with paths_over_emulator(run, size, run.specs) as paths:
-                loops = invocation_rounds(run, paths, size, plan, f"latency {name}")
+                loops = invocation_rounds(
+                    run, paths, size, plan, f"latency {name}", shapes=run.settings.head_shapes
+                )
         except (StartError, WorkerError) as exc:
             run.note(f"latency {name} not measured: {exc}")
             continue
         run.raw.setdefault("latency", {})[name] = {
-            path: [s for chunk in chunks for s in chunk] for path, chunks in loops.samples.items()
+            path: [s for chunk in chunks for s in chunk]
+            for path, chunks in loops.samples.items()
+            if split(path)[1] == MINIMAL
         }
         out[name] = {
             "size": size,
             "rounds": plan.rounds,
             "per_round": plan.per_round,
-            "paths": loops.summaries(),
+            # The minimal heads under "paths" (what earlier runs have), the Node.js client's
+            # under "paths_node", both from the same interleaved rounds.
+            "paths": loops.summaries(MINIMAL),
         }
+        if NODE in run.settings.head_shapes:
+            out[name]["paths_node"] = loops.summaries(NODE)
     return out
 
 
@@ -200,7 +243,8 @@ def hook_spec(text: str) -> TargetSpec:
 
 
 def hooks(run: Run) -> dict[str, Any]:
-    """The invocation loop with no hooks and with each hook in ``run.hooks``, at 1 KiB.
+    """The invocation loop with no hooks and with each hook in ``run.hooks``, at 1 KiB, with
+    the Node.js client's heads.
 
     A hook name that cannot exist goes along as a probe: if fastproxy starts with it, this
     fastproxy does not read ``FASTPROXY_HOOKS`` and the figures would mean nothing.
@@ -225,9 +269,12 @@ def hooks(run: Run) -> dict[str, Any]:
                 )
                 run.note(f"hooks not measured: {out['skipped']}")
                 return out
-            loops = invocation_rounds(run, paths, size, plan, "hooks")
+            # Real traffic: the Node.js client's heads (bench.heads), as in Lambda.
+            loops = invocation_rounds(run, paths, size, plan, "hooks", shapes=(NODE,))
     except (StartError, WorkerError) as exc:
         run.note(f"hooks not measured: {exc}")
         return out
-    out.update(rounds=plan.rounds, per_round=plan.per_round, paths=loops.summaries())
+    out.update(
+        heads=NODE, rounds=plan.rounds, per_round=plan.per_round, paths=loops.summaries(NODE)
+    )
     return out

@@ -7,23 +7,16 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from bench.heads import SHAPES
 from bench.targets import DIRECT, TargetSpec
 from bench.workers import WorkerPool
+from fastproxy.measure.rounds import Rounds
 
 KIB: Final = 1024
 MIB: Final = 1024 * 1024
 SCENARIOS: Final = ("latency", "concurrency", "streaming", "coldstart", "hooks")
 # FASTPROXY_HOOKS values, each with the settings it needs as +VAR=VALUE.
 DEFAULT_HOOKS: Final = ("audit", "redact", "firewall+FASTPROXY_FIREWALL_REQUIRE_JSON=1", "trace")
-
-
-@dataclass(frozen=True)
-class Rounds:
-    """``rounds`` interleaved rounds of ``per_round`` measurements per path, after a warm-up."""
-
-    rounds: int
-    per_round: int
-    warmup: int
 
 
 @dataclass(frozen=True)
@@ -40,6 +33,8 @@ class Settings:
     timeline_size: int
     cold_runs: int
     hooks: Rounds
+    # Request head shapes of the latency scenario, measured side by side (bench/heads.py).
+    head_shapes: tuple[str, ...] = SHAPES
 
     def describe(self) -> dict[str, Any]:
         def r(x: Rounds) -> str:
@@ -114,12 +109,6 @@ def label(size: int) -> str:
     if size % KIB == 0:
         return f"{size // KIB}KiB"
     return f"{size}B"
-
-
-def rotated(names: list[str], r: int) -> list[str]:
-    """The order of the paths in round ``r``: each path takes every position in turn."""
-    k = r % len(names) if names else 0
-    return names[k:] + names[:k]
 
 
 @dataclass

@@ -15,6 +15,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+# The measurement core reads CPU and memory; re-exported for the scenarios that import them here.
+from fastproxy.measure.procstat import cpu_ns, memory_kib, process_tree, tree_memory_kib
+
+__all__ = (
+    "LISTENING",
+    "PYTHON",
+    "REPO",
+    "Child",
+    "StartError",
+    "child_env",
+    "connect_listening",
+    "cpu_ns",
+    "free_port",
+    "memory_kib",
+    "process_tree",
+    "tree_memory_kib",
+)
+
 REPO: Final = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S: Final = 20.0
 STOP_TIMEOUT_S: Final = 5.0
@@ -190,57 +208,3 @@ class Child:
         if self.proc.stdout is not None:
             self.proc.stdout.close()
         return self.proc.returncode
-
-
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (nginx: the master and its workers)."""
-    pids = [pid]
-    for current in pids:
-        try:
-            children = Path(f"/proc/{current}/task/{current}/children").read_text().split()
-        except OSError:
-            continue
-        pids.extend(int(c) for c in children)
-    return pids
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time (ns) used so far by a process tree, all threads (``/proc/*/schedstat``)."""
-    total = 0
-    for member in process_tree(pid):
-        try:
-            tasks = list(Path(f"/proc/{member}/task").iterdir())
-        except OSError:
-            continue
-        for task in tasks:
-            try:
-                total += int((task / "schedstat").read_text().split()[0])
-            except (OSError, ValueError, IndexError):
-                continue
-    return total
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """``VmRSS`` and ``VmHWM`` (peak RSS) of one process, in KiB (empty if it is gone)."""
-    found: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return found
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            found[key] = int(value.split()[0])
-    return found
-
-
-def tree_memory_kib(pid: int) -> dict[str, int]:
-    """RSS and peak RSS summed over a process tree (peaks of different processes add up)."""
-    total = {"VmRSS": 0, "VmHWM": 0, "processes": 0}
-    for member in process_tree(pid):
-        mem = memory_kib(member)
-        if mem:
-            total["VmRSS"] += mem.get("VmRSS", 0)
-            total["VmHWM"] += mem.get("VmHWM", 0)
-            total["processes"] += 1
-    return total

@@ -93,10 +93,14 @@ def latency_table(results: dict[str, Any]) -> Table | None:
         ],
         "added = path percentile - direct percentile, same run, interleaved rounds; "
         "'per round' = range of the round-by-round added medians (the run's noise); "
-        "CPU/inv = CPU µs the path's own processes spent per invocation.",
+        "CPU/inv = CPU µs the path's own processes spent per invocation; [node heads] = the "
+        "Node.js client's request heads (bench/heads.py), in the same rounds, vs direct with "
+        "the same heads.",
     )
     for size, block in latency.items():
-        for name, s in block["paths"].items():
+        rows = [(name, s) for name, s in block["paths"].items()]
+        rows += [(f"{name} [node heads]", s) for name, s in block.get("paths_node", {}).items()]
+        for name, s in rows:
             table.add(
                 f"{size} {name}",
                 s.get("n"),
@@ -146,10 +150,12 @@ def concurrency_table(results: dict[str, Any]) -> Table | None:
 def streaming_tables(results: dict[str, Any]) -> list[Table]:
     streaming = results.get("streaming") or {}
     tables = []
-    first = streaming.get("first_byte")
-    if first:
+    for key, heads in (("first_byte", "minimal heads"), ("first_byte_node", "Node.js heads")):
+        first = streaming.get(key)
+        if not first:
+            continue
         table = Table(
-            "Streamed response: first byte at the upstream, µs",
+            f"Streamed response: first byte at the upstream, µs ({heads})",
             ["path", "n", "p50", "p90", "max", "added p50", "added p90", "before body end"],
             first["what"] + "; 'before body end' = share of streams whose first byte arrived "
             "before the client had written the whole body (1.0 = streaming, 0 = buffering).",
@@ -169,7 +175,8 @@ def streaming_tables(results: dict[str, Any]) -> list[Table]:
     throughput = streaming.get("throughput")
     if throughput:
         table = Table(
-            "Streamed response throughput (16 KiB chunks, chunked encoding), MB/s = 10^6 B/s",
+            "Streamed response throughput (16 KiB chunks, chunked encoding, Node.js heads), "
+            "MB/s = 10^6 B/s",
             [
                 "size / path",
                 "n",
@@ -269,7 +276,7 @@ def hooks_table(results: dict[str, Any]) -> Table | None:
     paths = block["paths"]
     base = paths.get(FASTPROXY, {}).get("p50_us")
     table = Table(
-        "Hooks: the invocation loop at 1 KiB, µs",
+        "Hooks: the invocation loop at 1 KiB, Node.js client's heads, µs",
         ["path", "n", "p50", "p99", "added p50", "added p99", "vs no hooks p50", "CPU/inv"],
     )
     for name, s in paths.items():

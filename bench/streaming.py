@@ -1,13 +1,13 @@
-"""Streamed responses through each path into the timestamping sink; the proxies' memory.
+"""Streamed responses through each path into the emulator (with arrival times); memory.
 
 First byte: the client writes the response head with the first 16 KiB chunk, then pauses
-(``stream_gap_s``) before the rest of a 1 MiB body. The sink notes when that first chunk's
+(``stream_gap_s``) before the rest of a 1 MiB body. The emulator notes when that first chunk's
 payload arrived; on a quiet path that is the proxy's own delay. A proxy that holds the body
 back delivers the first byte only after the pause (after the client finished sending) — the
 ``first_before_end`` share catches that whatever the timings.
 
 Throughput: 1, 20 and 200 MiB streamed as fast as the client can write 16 KiB chunks, from
-the first write until the ``202`` (which the sink sends after the last byte).
+the first write until the ``202`` (which the emulator sends after the last byte).
 
 Memory: every path runs in a fresh process for this scenario; RSS is read after start-up,
 after the warm-up ("idle") and, as the peak (VmHWM), after the 200 MiB streams.
@@ -17,17 +17,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.plan import MIB, Run, label, rotated
+from bench.heads import MINIMAL, NODE, SHAPES
+from bench.plan import MIB, Run, label
 from bench.procs import StartError
-from bench.stats import median, percentile
-from bench.targets import DIRECT, Target, start_all, start_sink
+from bench.targets import DIRECT, Target, start_all, start_emulator
 from bench.workers import WorkerError
+from fastproxy.measure.rounds import rotated
+from fastproxy.measure.stats import median, percentile
 
 TTFB_SIZE = 1 * MIB
 
 
-def _stream(run: Run, target: Target, size: int, reps: int, **kw: Any) -> list[dict[str, Any]]:
+def _stream(
+    run: Run, target: Target, size: int, reps: int, heads: str = NODE, **kw: Any
+) -> list[dict[str, Any]]:
+    """``reps`` streams; the Node.js client's streaming head unless ``heads`` says otherwise."""
     job = {"op": "stream", "address": target.address, "size": size, "reps": reps, **kw}
+    job["heads"] = heads
     results: list[dict[str, Any]] = run.pool.one(job)
     return results
 
@@ -36,7 +42,7 @@ def streaming(run: Run) -> dict[str, Any]:
     settings = run.settings
     out: dict[str, Any] = {"chunk_bytes": 16 * 1024}
     try:
-        sink = start_sink()
+        sink = start_emulator(1024, timestamps=True)
     except StartError as exc:
         run.note(f"streaming not measured: {exc}")
         return out
@@ -60,16 +66,29 @@ def streaming(run: Run) -> dict[str, Any]:
 
         plan = settings.stream_ttfb
         run.say(f"streaming first byte: {plan.rounds} rounds x {plan.per_round} per path")
-        ttfb: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+        # Both head shapes side by side, in the same rounds (the minimal one as "first_byte",
+        # as earlier runs have it; the Node.js client's as "first_byte_node").
+        variants = [(name, shape) for name in paths for shape in SHAPES]
+        ttfb: dict[tuple[str, str], list[dict[str, Any]]] = {v: [] for v in variants}
         for r in range(plan.rounds):
-            for name in rotated(list(paths), r):
+            for name, shape in rotated(variants, r):
+                if name not in paths:
+                    continue
                 try:
-                    ttfb[name] += _stream(
-                        run, paths[name], TTFB_SIZE, plan.per_round, gap_s=settings.stream_gap_s
+                    ttfb[name, shape] += _stream(
+                        run,
+                        paths[name],
+                        TTFB_SIZE,
+                        plan.per_round,
+                        heads=shape,
+                        gap_s=settings.stream_gap_s,
                     )
                 except WorkerError as exc:
                     run.drop(paths, name, "streaming", exc)
-        out["first_byte"] = _first_byte(ttfb, paths, settings.stream_gap_s)
+        for shape, key in ((MINIMAL, "first_byte"), (NODE, "first_byte_node")):
+            of_shape = {name: s for (name, sh), s in ttfb.items() if sh == shape}
+            out[key] = _first_byte(of_shape, paths, settings.stream_gap_s)
+            out[key]["heads"] = shape
 
         out["throughput"] = {}
         for size, plan in settings.stream_throughput.items():

@@ -174,15 +174,16 @@ def start_all(specs: list[TargetSpec], upstream: str, notes: list[str]) -> dict[
     return running
 
 
-def start_emulator(event_size: int) -> Target:
+def start_emulator(event_size: int, *, timestamps: bool = False) -> Target:
+    """The Runtime API emulator answering every ``/next`` at once with an ``event_size`` event.
+
+    ``timestamps``: it also says when response bodies arrived (``--arrival-times``) and serves
+    an Extensions API that prints when each ``register`` arrived (``--extensions-api``); its
+    output lines are recorded for ``Child.wait_line``.
+    """
     argv = [PYTHON, "-m", "fastproxy.emulator", "--port", "0", "--auto-event-size", str(event_size)]
-    target = Target("emulator", "127.0.0.1", 0, Child("emulator", argv))
-    ready(target)
-    return target
-
-
-def start_sink(event_size: int = 1024) -> Target:
-    argv = [PYTHON, "-m", "bench.sink", "--port", "0", "--event-size", str(event_size)]
-    target = Target("sink", "127.0.0.1", 0, Child("sink", argv, record=True))
+    if timestamps:
+        argv += ["--arrival-times", "--extensions-api"]
+    target = Target("emulator", "127.0.0.1", 0, Child("emulator", argv, record=timestamps))
     ready(target)
     return target

@@ -1,4 +1,4 @@
-"""Just enough HTTP/1.1 for the benchmark's raw-socket client and sink.
+"""Just enough HTTP/1.1 for the benchmark's raw-socket client.
 
 Both ends are written on blocking sockets with no HTTP library, so that what they cost is
 small, constant and the same on every path; these helpers are the parsing they share.

@@ -15,17 +15,21 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from bench.client import RuntimeClient
+from bench.heads import MINIMAL
 
 
 class WorkerError(Exception):
     """A worker's job failed (the message says which target and why)."""
 
 
-def _client(clients: dict[str, RuntimeClient], address: str) -> RuntimeClient:
-    client = clients.get(address)
+def _client(
+    clients: dict[tuple[str, str], RuntimeClient], address: str, heads: str
+) -> RuntimeClient:
+    """The worker's connection to ``address`` sending ``heads``-shaped requests."""
+    client = clients.get((address, heads))
     if client is None:
         host, _, port = address.rpartition(":")
-        client = clients[address] = RuntimeClient(host, int(port))
+        client = clients[address, heads] = RuntimeClient(host, int(port), heads=heads)
     return client
 
 
@@ -65,7 +69,7 @@ def _stream(client: RuntimeClient, job: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _worker_main(conn: Connection) -> None:
-    clients: dict[str, RuntimeClient] = {}
+    clients: dict[tuple[str, str], RuntimeClient] = {}
     while True:
         job = conn.recv()
         if job is None:
@@ -75,11 +79,11 @@ def _worker_main(conn: Connection) -> None:
             if op == "reset":
                 result: Any = None
             elif op == "loop":
-                result = _loop(_client(clients, job["address"]), job)
+                result = _loop(_client(clients, job["address"], job.get("heads", MINIMAL)), job)
             elif op == "timed":
-                result = _timed(_client(clients, job["address"]), job)
+                result = _timed(_client(clients, job["address"], job.get("heads", MINIMAL)), job)
             elif op == "stream":
-                result = _stream(_client(clients, job["address"]), job)
+                result = _stream(_client(clients, job["address"], job.get("heads", MINIMAL)), job)
             else:
                 raise ValueError(f"unknown job {op!r}")
         except Exception as exc:

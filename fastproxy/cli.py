@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "invoke": ("fastproxy.emulator.cli_invoke", "send an event to a local sandbox"),
     "demo": ("fastproxy.demo", "run the sample functions through the proxy in a local sandbox"),
     "layer": ("fastproxy.layer_cli", "build the Lambda layer zip ('layer build --help')"),
+    "bench": ("fastproxy.funcbench.cli", "measure what the proxy adds to your function"),
 }
 
 

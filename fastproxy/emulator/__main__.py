@@ -7,6 +7,7 @@ import asyncio
 import signal
 import sys
 
+from fastproxy.emulator.repeated_starts import repeated_starts_handler
 from fastproxy.emulator.runtime_api import RuntimeApiEmulator
 from fastproxy.emulator.thread import new_event_loop
 
@@ -25,12 +26,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="answer every /next at once with an N-byte JSON event (benchmark mode)",
     )
     parser.add_argument("--chunked-events", action="store_true", help="send /next bodies chunked")
+    parser.add_argument(
+        "--arrival-times",
+        action="store_true",
+        help="with --auto-event-size: answer results with when their bodies arrived "
+        "(benchmarks; see fastproxy.emulator.arrivals)",
+    )
+    parser.add_argument(
+        "--extensions-api",
+        action="store_true",
+        help="serve an Extensions API that takes every register as a fresh start and prints "
+        "its arrival time (cold-start benchmarks)",
+    )
     parser.add_argument("--function-name", default="test_function")
     args = parser.parse_args(argv)
     if not 0 <= args.port < 65536:
         parser.error(f"--port {args.port} is outside 0-65535")
     if args.auto_event_size is not None and args.auto_event_size < 2:
         parser.error("--auto-event-size must be at least 2 (a JSON string)")
+    if args.arrival_times and args.auto_event_size is None:
+        parser.error("--arrival-times needs --auto-event-size")
     return args
 
 
@@ -44,7 +59,10 @@ async def serve(args: argparse.Namespace) -> None:
         function_name=args.function_name,
         chunked_events=args.chunked_events,
         auto_event=None if args.auto_event_size is None else auto_event(args.auto_event_size),
+        arrival_times=args.arrival_times,
     )
+    if args.extensions_api:
+        emulator.extension_handler = repeated_starts_handler(args.function_name)
     try:
         await emulator.start(port=args.port)
     except OSError as exc:

@@ -39,6 +39,7 @@ from fastproxy.emulator._http import (
     PeerDisconnected,
     json_body,
 )
+from fastproxy.emulator.arrivals import Arrival, drain_timed
 from fastproxy.emulator.invocation import GuardedSink, Invocation, ResponseSink
 from fastproxy.emulator.records import (
     DEFAULT_RECORD_LIMIT,
@@ -101,6 +102,7 @@ class RuntimeApiEmulator:
         function_timeout: float = DEFAULT_TIMEOUT_S,
         chunked_events: bool = False,
         auto_event: bytes | None = None,
+        arrival_times: bool = False,
         record_limit: int = DEFAULT_RECORD_LIMIT,
         max_head_bytes: int = DEFAULT_MAX_HEAD_BYTES,
     ) -> None:
@@ -108,6 +110,8 @@ class RuntimeApiEmulator:
         self.function_timeout = function_timeout
         self.chunked_events = chunked_events
         self.auto_event = auto_event
+        self.arrival_times = arrival_times
+        """With ``auto_event``: answer results with when their bodies arrived (arrivals.py)."""
         self.recorder = Recorder(record_limit, enabled=auto_event is None)
         self.init_errors: list[RequestRecord] = []
         self.stats: dict[str, int] = collections.Counter()
@@ -472,8 +476,13 @@ class RuntimeApiEmulator:
                 del self._invocations[old]
 
     async def _auto_result(self, ex: Exchange, rid: str, kind: str) -> None:
+        arrival: Arrival | None = None
         try:
-            size = await ex.discard_body()
+            if self.arrival_times:
+                arrival = await drain_timed(ex)
+                size = arrival.payload
+            else:
+                size = await ex.discard_body()
         except PeerDisconnected:
             return
         if rid not in self._auto_outstanding:
@@ -482,7 +491,7 @@ class RuntimeApiEmulator:
         self._auto_outstanding.discard(rid)
         self.stats[kind] += 1
         self.stats[f"{kind}_bytes"] += size
-        await ex.respond(202, _OK)
+        await ex.respond(202, _OK if arrival is None else arrival.reply())
 
 
 def _unquote(text: str) -> str:

@@ -176,6 +176,13 @@ class Sandbox:
     def invoke_url(self) -> str:
         return f"http://127.0.0.1:{self.invoke_port}{api.INVOKE_PATH}"
 
+    def process_ids(self, kind: str) -> list[int]:
+        """Pids of this generation's live ``"extension"`` or ``"runtime"`` processes.
+
+        For measuring them from the outside (``fastproxy bench`` reads the proxy's CPU time).
+        """
+        return [p.pid for p in self._processes if p.kind == kind and p.alive]
+
     async def start(self, *, init: bool = True) -> None:
         """Open the listeners, then run init (raises :class:`SandboxError` on failure).
 
