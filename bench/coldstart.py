@@ -14,6 +14,7 @@ All times are from just before the ``exec`` (``Popen``), in milliseconds.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
@@ -217,6 +218,34 @@ def parse_importtime(text: str) -> dict[str, Any]:
     }
 
 
+def _extension_starts(
+    run: Run, argv: list[str], described: str, sink: Target, runs: int
+) -> tuple[list[dict[str, float]], list[dict[str, float]]]:
+    """Starts of the extension, alternated with those of a built layer's launcher (``--layer``)
+    so that both see the same machine."""
+    ext_runs: list[dict[str, float]] = []
+    layer_runs: list[dict[str, float]] = []
+    with contextlib.ExitStack() as stack:
+        layer_argv = None
+        if run.layer is not None:
+            from fastproxy.layer_local import LayerZipError, unpacked_layer
+
+            try:
+                layer = stack.enter_context(unpacked_layer(run.layer))
+                layer_argv = [str(layer.extensions_dir / "fastproxy")]
+            except LayerZipError as exc:
+                run.note(f"cold start of {run.layer.name} not measured: {exc}")
+        for _ in range(runs):
+            try:
+                ext_runs.append(_one_extension_start(argv, sink))
+                if layer_argv is not None:
+                    layer_runs.append(_one_extension_start(layer_argv, sink))
+            except (StartError, OSError) as exc:
+                run.note(f"cold start of the extension ({described}, or the layer) failed: {exc}")
+                break
+    return ext_runs, layer_runs
+
+
 def coldstart(run: Run) -> dict[str, Any]:
     runs = run.settings.cold_runs
     out: dict[str, Any] = {}
@@ -249,13 +278,7 @@ def coldstart(run: Run) -> dict[str, Any]:
             run.note("cold start of the extension not measured: no extensions/fastproxy launcher")
         else:
             argv, described = found
-            ext_runs = []
-            for _ in range(runs):
-                try:
-                    ext_runs.append(_one_extension_start(argv, sink))
-                except (StartError, OSError) as exc:
-                    run.note(f"cold start of the extension ({described}) failed: {exc}")
-                    break
+            ext_runs, layer_runs = _extension_starts(run, argv, described, sink, runs)
             if ext_runs:
                 out["extension"] = {"command": described, **_summary(ext_runs)}
                 port = free_port()
@@ -265,6 +288,16 @@ def coldstart(run: Run) -> dict[str, Any]:
                     )
                 except (StartError, OSError, subprocess.TimeoutExpired) as exc:
                     run.note(f"import-time breakdown of the extension failed: {exc}")
+            if layer_runs:
+                assert run.layer is not None
+                out["extension_layer"] = {
+                    "command": f"{run.layer.name}: extensions/fastproxy",
+                    **_summary(layer_runs),
+                }
+                if ext_runs:
+                    out["extension_layer"]["register_vs_extension"] = round(
+                        out["extension_layer"]["register_ms"] / out["extension"]["register_ms"], 2
+                    )
     finally:
         sink.stop()
     return out

@@ -67,6 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(default %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    parser.add_argument(
+        "--layer",
+        metavar="ZIP",
+        type=Path,
+        help="a built layer zip: its launcher's cold start is measured too, alternated with "
+        "the checkout's extension",
+    )
     return parser
 
 
@@ -133,7 +140,9 @@ def main(argv: list[str]) -> int:
     settings = QUICK if args.quick else FULL
     specs, notes = default_specs(peers)
     pool = WorkerPool()
-    run = Run(settings, specs, pool, notes=list(notes), hooks=hooks, quiet=args.quiet)
+    run = Run(
+        settings, specs, pool, notes=list(notes), hooks=hooks, quiet=args.quiet, layer=args.layer
+    )
     started = time.monotonic()
     results: dict[str, Any] = {
         "schema": SCHEMA,

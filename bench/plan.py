@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final
 
 from bench.heads import SHAPES
@@ -123,6 +124,7 @@ class Run:
     # Raw samples kept for the plots only (never written to the JSON).
     raw: dict[str, Any] = field(default_factory=dict)
     quiet: bool = False
+    layer: Path | None = None  # a built layer zip whose launcher's cold start is measured too
     started: float = field(default_factory=time.monotonic)
 
     def say(self, message: str) -> None:

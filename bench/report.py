@@ -233,7 +233,7 @@ def coldstart_tables(results: dict[str, Any]) -> list[Table]:
         f"python -c pass alone: {cell(cold.get('python_startup_ms'))} ms",
     )
     imports = []
-    for key in ("extension", "serve"):
+    for key in ("extension", "extension_layer", "serve"):
         block = cold.get(key)
         if not block:
             continue
