@@ -109,7 +109,7 @@ class DownstreamProtocol(asyncio.Protocol):
         """A new request's bytes (its head, maybe more)."""
         server = self.server
         config = server.config
-        head = framing.parse_request(data, config.max_head_bytes, config.max_headers, server.relay)
+        head = server.heads.request(data, config.max_head_bytes, config.max_headers, server.relay)
         kind = type(head)
         if kind is _REQUEST_HEAD:
             end = self.begin_exchange(data, head)  # type: ignore[arg-type]

@@ -65,7 +65,9 @@ class Exchange:
         self.req_left = 0  # Content-Length bytes of the request still to come
         self.req_scanner: chunks.ChunkScanner | None = None
         self.request_done = False
-        self.reader = ResponseReader(head.method, server.config.max_head_bytes)
+        self.reader = ResponseReader(
+            head.method, server.config.max_head_bytes, heads=server.response_heads
+        )
         self.response_started = False
         self.long_poll = head.method == b"GET"
         self.close_after = head.close

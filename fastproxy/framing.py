@@ -307,6 +307,62 @@ def parse_response(
     return _new(ResponseHead, (status, head, end + 4, framing, length, keep_alive))
 
 
+_CACHED_HEAD_MAX: Final = 4096  # bytes hashed for a lookup, at most
+
+
+class HeadCache:
+    """Heads that come again byte for byte, recognised once.
+
+    A runtime sends the same ``GET /next`` head for every invocation, and the Runtime API the
+    same ``202`` head for every result it accepts (within the second of its ``Date`` field).
+    Recognising a head is a pure function of its bytes and of the server's limits, which do not
+    change, so a hit skips the whole check. Bounded: emptied when full.
+    """
+
+    __slots__ = ("_heads",)
+
+    SIZE: Final = 256
+
+    def __init__(self) -> None:
+        self._heads: dict[bytes, RequestHead | ResponseHead] = {}
+
+    def request(
+        self, data: bytes, max_head: int, max_fields: int, relay: bool
+    ) -> RequestHead | Refusal | _General | _NeedMore:
+        """``parse_request`` for ``data``, from the cache when ``data`` is a bodiless head."""
+        if len(data) > _CACHED_HEAD_MAX:
+            return parse_request(data, max_head, max_fields, relay)  # a body came with it
+        heads = self._heads
+        found = heads.get(data)
+        if found is not None:
+            return found  # type: ignore[return-value]
+        head = parse_request(data, max_head, max_fields, relay)
+        if type(head) is RequestHead and head.end == len(data):
+            if len(heads) >= self.SIZE:
+                heads.clear()
+            heads[data] = head
+        return head
+
+    def response(
+        self, data: bytes, max_head: int, method: bytes
+    ) -> ResponseHead | Informational | bool | None:
+        """``parse_response`` for ``data``, from the cache when its head came before."""
+        end = data.find(b"\r\n\r\n") + 4
+        if end < 4 or end > _CACHED_HEAD_MAX or method == b"HEAD":
+            return parse_response(data, max_head, method)
+        key = data if end == len(data) else data[:end]
+        heads = self._heads
+        found = heads.get(key)
+        if found is not None:
+            return found  # type: ignore[return-value]
+        head = parse_response(data, max_head, method)
+        if type(head) is ResponseHead:
+            if len(heads) >= self.SIZE:
+                heads.clear()
+            heads[key] = head
+        return head
+
+
 def parse_fields(head: bytes) -> list[tuple[bytes, bytes]]:
     """The ``(name, value)`` fields of a head the recogniser accepted (for hooks)."""
     lines = head[: head.find(b"\r\n\r\n")].split(b"\r\n")[1:]

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastproxy.config import ProxyConfig
 from fastproxy.downstream import DownstreamProtocol
+from fastproxy.framing import HeadCache
 from fastproxy.pool import Pool
 
 if TYPE_CHECKING:
@@ -37,6 +38,8 @@ class ProxyServer:
         # None keeps every exchange on the pass-through path (no hook machinery at all).
         self.hooks = hooks
         self.relay = config.path == "relay"
+        self.heads = HeadCache()  # request heads of the runtimes
+        self.response_heads = HeadCache()  # response heads of the Runtime API
         self.tasks: set[asyncio.Task[None]] = set()
         if hooks is not None:
             from fastproxy.hooked import Contexts, select

@@ -44,12 +44,19 @@ class ResponseReader:
     """
 
     __slots__ = (
-        "buf", "close", "collect", "done", "framing", "head", "keep", "left", "max_head",
-        "method", "out_head", "payload", "scanner",
+        "buf", "close", "collect", "done", "framing", "head", "heads", "keep", "left",
+        "max_head", "method", "out_head", "payload", "scanner",
     )  # fmt: skip
 
-    def __init__(self, method: bytes, max_head: int, collect: bool = False) -> None:
+    def __init__(
+        self,
+        method: bytes,
+        max_head: int,
+        collect: bool = False,
+        heads: framing.HeadCache | None = None,
+    ) -> None:
         self.method = method
+        self.heads = heads
         self.max_head = max_head
         self.collect = collect
         self.buf = b""
@@ -68,7 +75,11 @@ class ResponseReader:
             if self.buf:
                 data = self.buf + data
                 self.buf = b""
-            head = framing.parse_response(data, self.max_head, self.method)
+            heads = self.heads
+            if heads is not None:
+                head = heads.response(data, self.max_head, self.method)
+            else:
+                head = framing.parse_response(data, self.max_head, self.method)
             while type(head) is _INFORMATIONAL:
                 data = data[head.end :]
                 head = framing.parse_response(data, self.max_head, self.method)

@@ -308,3 +308,23 @@ def test_chunk_scanner_finds_the_end_and_the_data_where_h11_does(
 def test_chunk_scanner_refuses_bad_framing(bad: bytes) -> None:
     with pytest.raises(ValueError):
         chunks.ChunkScanner(4096).feed(bad + b"\r\n0\r\n\r\n")
+
+
+def test_head_cache_gives_what_a_parse_gives_and_stays_bounded() -> None:
+    cache = framing.HeadCache()
+    get = b"GET /next HTTP/1.1\r\nHost: a\r\nConnection: keep-alive\r\n\r\n"
+    first = cache.request(get, MAX, 256, True)
+    assert first == framing.parse_request(get, MAX, 256)
+    assert cache.request(bytes(get), MAX, 256, True) is first  # a hit: the same object
+    post = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n{}"
+    assert cache.request(post, MAX, 256, True) == framing.parse_request(post, MAX, 256)
+    assert post not in cache._heads  # a body came with it: never a key
+    accepted = b"HTTP/1.1 202 Accepted\r\nContent-Length: 2\r\n\r\n{}"
+    head = cache.response(accepted, MAX, b"POST")
+    assert head == framing.parse_response(accepted, MAX, b"POST")
+    assert cache.response(accepted + b"", MAX, b"POST") is head
+    other = accepted.replace(b"202", b"200")
+    assert cache.response(other, MAX, b"POST") == framing.parse_response(other, MAX, b"POST")
+    for n in range(framing.HeadCache.SIZE * 2):
+        cache.request(b"GET /%d HTTP/1.1\r\nHost: a\r\n\r\n" % n, MAX, 256, True)
+    assert len(cache._heads) <= framing.HeadCache.SIZE
