@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, Client, ProxyProcess, read_line
+from support.proxy import REPO, ProxyProcess, read_line
+from support.wire import Client
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread

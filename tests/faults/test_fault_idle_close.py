@@ -17,17 +17,10 @@ import threading
 
 import h11
 import pytest
-from faultkit import (
-    NEXT,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    freeze,
-    running_proxy,
-    runtime_api_handler,
-    thaw,
-)
-from helpers import Client
+from faultkit import Received, ScriptedUpstream, UpstreamConn, runtime_api_handler
+from support.procfs import freeze, thaw
+from support.proxy import running_proxy
+from support.wire import NEXT, Client
 
 
 def send_next(runtime: Client) -> None:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faultkit import established_on, fd_count, running_proxy, sockets_towards, wait_until
-from helpers import REPO, read_line, rss_kib
+from support.procfs import established_on, fd_count, rss_kib, sockets_towards, wait_until
+from support.proxy import REPO, read_line, running_proxy
 
 LOAD = Path(__file__).resolve().parent / "faultload.py"
 POOL_SIZE = 16  # fastproxy's default FASTPROXY_POOL_SIZE

@@ -16,8 +16,11 @@ import threading
 from collections.abc import Iterator
 
 import h11
-from faultkit import NEXT, PREFIX, Received, ScriptedUpstream, UpstreamConn, answer, running_proxy
-from helpers import WAIT_S, Client, connect, rss_kib
+from faultkit import Received, ScriptedUpstream, UpstreamConn, answer
+from support.procfs import WAIT_S, rss_kib
+from support.proxy import running_proxy
+from support.replies import client_after, read_reply
+from support.wire import NEXT, PREFIX, Client, connect
 
 TOTAL = 64 * 1024 * 1024
 BLOCK = 1024 * 1024
@@ -162,21 +165,15 @@ def test_slow_upstream_reading_a_large_streamed_response(loop_kind: str) -> None
 
 def read_streamed_reply(sock: socket.socket) -> tuple[int, int, str]:
     """Read one response with h11 without keeping its body: (status, body length, SHA-256)."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-    client.send(h11.EndOfMessage())
     digest = hashlib.sha256()
-    status = length = 0
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA:
-            client.receive_data(sock.recv(1024 * 1024))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            digest.update(event.data)
-            length += len(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return status, length, digest.hexdigest()
-        else:
-            raise AssertionError(f"unexpected {event!r}")
+    length = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal length
+        digest.update(data)
+        length += len(data)
+
+    reply = read_reply(client_after("GET"), lambda: sock.recv(1024 * 1024), sink)
+    assert reply.complete, reply
+    assert reply.status is not None
+    return reply.status, length, digest.hexdigest()

@@ -17,8 +17,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from faultkit import NEXT, PREFIX, parse_reply, recv_until, running_proxy
-from helpers import WAIT_S, Client, connect, read_line, read_until_close
+from support.procfs import WAIT_S
+from support.proxy import read_line, running_proxy
+from support.replies import parse_reply
+from support.wire import NEXT, PREFIX, Client, connect, read_until_close, recv_until
 
 PART = b'{"event": "' + b"e" * 20000  # the half of an event that gets through
 

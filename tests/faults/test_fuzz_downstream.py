@@ -22,21 +22,12 @@ import socket
 from dataclasses import dataclass, field
 
 import h11
-from faultkit import (
-    MAX_HEAD,
-    NEXT,
-    PREFIX,
-    Parsed,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    answer,
-    parse_reply,
-    running_proxy,
-)
-from helpers import connect, read_until_close
+from faultkit import Received, ScriptedUpstream, UpstreamConn, answer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.proxy import running_proxy
+from support.replies import MAX_HEAD, parse_replies, parse_reply
+from support.wire import NEXT, PREFIX, connect, read_until_close
 
 EXAMPLES = int(os.environ.get("FASTPROXY_FUZZ_EXAMPLES", "200"))
 PROXY_MAX_HEAD = 16 * 1024
@@ -237,24 +228,6 @@ def send_case(port: int, case: Case) -> bytes:
         return read_until_close(sock)
 
 
-def replies(raw: bytes) -> list[Parsed]:
-    """The responses in ``raw`` (after any 100 Continue), one per request, as h11 reads them."""
-    out = []
-    while raw:
-        parsed = parse_reply(raw, "POST")
-        out.append(parsed)
-        if not parsed.complete:
-            break
-        client = h11.Connection(h11.CLIENT)
-        client.send(h11.Request(method="POST", target="/", headers=[("Host", "x")]))
-        client.send(h11.EndOfMessage())
-        client.receive_data(raw)
-        while not isinstance(client.next_event(), h11.EndOfMessage):
-            pass
-        raw = client.trailing_data[0]
-    return out
-
-
 def test_fuzzed_runtime_requests(loop_kind: str) -> None:
     """Protection: the downstream parser's strictness (framing, limits, smuggling) and its
     failure policy (a 4xx and a close, never a forwarded fragment presented as whole)."""
@@ -277,7 +250,7 @@ def test_fuzzed_runtime_requests(loop_kind: str) -> None:
             reference = reference_requests(case.wire)
             got = [(r.method, r.target, r.body, r.trailers) for r in forwarded]
             assert got == reference[: len(got)], (got, reference)
-            answers = replies(raw)
+            answers = parse_replies(raw, "POST")
             for reply in answers:
                 if reply.complete and reply.status != 200:
                     # 501: a transfer coding it does not implement; 505: an HTTP version.

@@ -24,21 +24,12 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-from faultkit import (
-    NEXT,
-    PREFIX,
-    Parsed,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    answer,
-    parse_reply,
-    recv_until,
-    running_proxy,
-)
-from helpers import connect
+from faultkit import Received, ScriptedUpstream, UpstreamConn, answer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.proxy import running_proxy
+from support.replies import Reply, parse_reply
+from support.wire import NEXT, PREFIX, connect, recv_until
 
 EXAMPLES = int(os.environ.get("FASTPROXY_FUZZ_EXAMPLES", "200"))
 MAX_HEAD = 16 * 1024  # the fuzzed proxy's FASTPROXY_MAX_HEAD_BYTES, so oversized stays cheap
@@ -200,7 +191,7 @@ class FuzzUpstream(ScriptedUpstream):
         self.wait_for(lambda: self.last is None or self.last not in self.live)
 
 
-def exchange(port: int, method: str) -> Parsed:
+def exchange(port: int, method: str) -> Reply:
     sock = connect(port, timeout=10)
     with sock:
         if method == "GET":
@@ -220,7 +211,7 @@ def end_to_end(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
     ]
 
 
-def check_relay(case: Case, got: Parsed) -> None:
+def check_relay(case: Case, got: Reply) -> None:
     if case.valid:
         assert got.complete, (got, case.wire[:300])
         assert got.status == case.status
