@@ -14,13 +14,14 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from faultkit import Received, ScriptedUpstream, UpstreamConn, runtime_api_handler
 from support.procfs import WAIT_S, wait_until
 from support.proxy import ProxyProcess
 from support.replies import parse_reply
+from support.scripts import numbered_events
 from support.wire import NEXT, PREFIX, Client, connect, read_until_close, recv_until
 
-from fastproxy.emulator import EmulatorThread
+from fastproxy.emulator import EmulatorThread, RequestRecord
+from fastproxy.emulator.scripting import ScriptedConn, ScriptedEmulator
 
 STREAM_HEAD = (
     "POST {prefix}{rid}/response HTTP/1.1\r\nHost: x\r\n"
@@ -147,18 +148,18 @@ def test_event_delivery_in_flight_past_the_deadline_is_cut(
     deadline; the runtime sees a truncated event, never a short one presented as whole."""
     size = 32 * 1024 * 1024
 
-    def handler(conn: UpstreamConn, request: Received) -> bool:
+    def script(conn: ScriptedConn, request: RequestRecord) -> bool:
         if request.target != NEXT:
-            return runtime_api_handler(conn, request)
+            return numbered_events(conn, request)
         conn.read_body()
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
         try:
-            conn.sock.sendall(b"e" * size)
-        except OSError:
+            conn.sendall(b"e" * size)
+        except ConnectionError:
             pass  # the proxy aborted the connection at its deadline
         return False
 
-    with ScriptedUpstream(handler) as upstream:
+    with ScriptedEmulator(script) as upstream:
         proxy = start(proxies, upstream.address, loop_kind, drain_s=0.2)
         sock = connect(proxy.port)
         with sock:
