@@ -9,7 +9,9 @@ worker thread of its own (so it may block, wait on a barrier, or write slowly)::
 reads the body into it (``conn.read_body()``), answers with raw bytes (``conn.send``, at
 arbitrary write boundaries, malformed on purpose if it likes), or ends the connection with a FIN
 or a RST (``conn.fin()``, ``conn.rst()``), mid-message or not. It returns True to read the next
-request on the connection, False to close it.
+request on the connection, False to close it. A :class:`ConnectionError` out of a script means
+the peer went away under it (the connection is closed); any other exception is a script bug,
+re-raised when the ``with`` block ends.
 
 :class:`ScriptedEmulator` is an :class:`EmulatorThread` whose every request goes to a script.
 It also knows which connection carried each request (:meth:`ScriptedEmulator.connection_of`),
@@ -169,6 +171,11 @@ class ScriptedEmulator(EmulatorThread):
         loop = asyncio.get_running_loop()
         try:
             keep = await loop.run_in_executor(self._pool, self.script, conn, record)
+        except ConnectionError:
+            # The peer went away under the script (the proxy refused what it was sent): part of
+            # the scenario, not a script bug.
+            ex.close_after = True
+            return True
         except Exception as exc:
             self.errors.append(exc)
             raise

@@ -9,6 +9,8 @@ from fastproxy.emulator import RequestRecord
 from fastproxy.emulator.scripting import ScriptedConn
 from support.wire import NEXT
 
+ANSWERED = b'{"upstream": "answered"}'
+
 
 def answer(
     status: int = 200, body: bytes = b"{}", headers: Sequence[tuple[str, str]] = ()
@@ -28,4 +30,14 @@ def numbered_events(conn: ScriptedConn, request: RequestRecord) -> bool:
         conn.send(answer(200, event, [("Lambda-Runtime-Aws-Request-Id", f"req-{n}")]))
     else:
         conn.send(answer(202, b'{"status":"OK"}\n'))
+    return True
+
+
+def answer_each_complete(conn: ScriptedConn, request: RequestRecord) -> bool:
+    """Read each request whole and answer 200 ``{"upstream": "answered"}``; close the
+    connection on one that ends early."""
+    record = conn.read_body()
+    if not record.complete:
+        return False
+    conn.send(answer(200, ANSWERED))
     return True
