@@ -142,7 +142,9 @@ def stack(
 ) -> Iterator[Stack]:
     env = {"FASTPROXY_HOOKS_PATH": str(root), **hooks_env}
     with EmulatorThread() as emu:
-        proxy = ProxyProcess(upstream=emu.address, loop=loop, extra_env=env).start()
+        proxy = ProxyProcess(
+            upstream=emu.address, loop=loop, extra_env=env, drain_stdout=False
+        ).start()
         process = None
         try:
             if runtime is not None:

@@ -1,7 +1,8 @@
 """``python -m fastproxy serve`` as a child process, on either data path.
 
 The proxy's stdout is drained in a thread once it said where it listens, so a chatty hook can
-never block it on a full pipe; its stderr goes to a file when ``log_path`` is given (tests read
+never block it on a full pipe (``drain_stdout=False`` leaves it to the test: the audit hook
+writes its lines there); its stderr goes to a file when ``log_path`` is given (tests read
 its log lines), else to the test's stderr.
 """
 
@@ -67,6 +68,7 @@ class ProxyProcess:
     args: tuple[str, ...] = ()
     log_path: Path | None = None
     path: str | None = None
+    drain_stdout: bool = True
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
     _drain: threading.Thread | None = None
@@ -96,6 +98,8 @@ class ProxyProcess:
         self.port = int(match.group(2))
         stdout = self.proc.stdout
         assert stdout is not None
+        if not self.drain_stdout:
+            return self
         self._drain = threading.Thread(target=lambda: stdout.read(), daemon=True)
         self._drain.start()
         return self
