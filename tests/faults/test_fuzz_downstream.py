@@ -248,7 +248,7 @@ def may_wait_for_a_head_end(wire: bytes) -> bool:
 
 
 # A known proxy bug, tracked by the strict xfail test
-# tests/integration/test_hostile_input.py::test_eof_inside_a_request_head_closes_the_connection:
+# tests/integration/test_half_close.py::test_eof_inside_a_request_head_closes_the_connection:
 # a client's EOF inside an unfinished head leaves the connection open. Until it is fixed, such
 # cases (only those) may find the connection still open a moment after the half-close; the
 # rest of the oracle still holds for them. Remove this tolerance with the fix.
@@ -262,7 +262,7 @@ def refused_by_a_known_bug(answers: list[Reply]) -> bool:
 
     - "cut short": a complete request whose body comes just before the half-close is sometimes
       refused as cut short; tracked by the strict xfail test
-      tests/integration/test_hostile_input.py::test_body_then_half_close_is_a_complete_request.
+      tests/integration/test_half_close.py::test_body_then_half_close_is_a_complete_request.
     - "malformed chunked body": rarely (about 1 in 100 to 150 tries, both data paths, with
       ``Expect: 100-continue``), a valid chunked body split across reads is refused as
       ``malformed chunk-size line b';0\\r\\n\\r\\n'`` or ``bare LF in chunk framing``: the
