@@ -22,7 +22,6 @@ request it receives, parsed with h11. Runs on both data paths (``FASTPROXY_PATH`
 from __future__ import annotations
 
 import os
-import re
 import socket
 from dataclasses import dataclass, field
 
@@ -41,7 +40,7 @@ from support.fuzz import (
     trailer_fields,
 )
 from support.proxy import PATHS, running_proxy
-from support.replies import MAX_HEAD, Reply, parse_replies, parse_reply
+from support.replies import MAX_HEAD, parse_replies, parse_reply
 from support.scripts import ANSWERED, answer_each_complete
 from support.wire import NEXT, PREFIX, connect, read_until_close, send_in_pieces
 
@@ -214,72 +213,6 @@ def reference_requests(wire: bytes) -> list[tuple[str, str, bytes, list[tuple[by
             return found
 
 
-def ends_inside_a_head(wire: bytes) -> bool:
-    """Whether ``wire``, after the complete requests h11 reads in it, ends with bytes that hold
-    no whole head (no blank line): where a reader waits for the rest of a head."""
-    server = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
-    server.receive_data(wire)
-    while True:
-        at_head = server.their_state is h11.IDLE
-        before = server.trailing_data[0]  # h11 may take a head out of its buffer, then refuse it
-        try:
-            event = server.next_event()
-        except h11.RemoteProtocolError:
-            return at_head and bool(before) and b"\r\n\r\n" not in before
-        if event is h11.NEED_DATA:
-            rest = server.trailing_data[0]
-            return at_head and bool(rest) and b"\r\n\r\n" not in rest
-        if isinstance(event, h11.EndOfMessage):
-            try:
-                server.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
-                server.send(h11.EndOfMessage())
-                server.start_next_cycle()
-            except h11.LocalProtocolError:
-                return False
-        elif not isinstance(event, (h11.Request, h11.Data)):
-            return False
-
-
-def may_wait_for_a_head_end(wire: bytes) -> bool:
-    """Whether a reader may still be waiting for the end of a head when ``wire`` is all: it
-    ends inside one, or a bare LF makes a head end where h11 sees one and a CRLF reader
-    does not."""
-    return ends_inside_a_head(wire) or re.search(b"(?<!\r)\n", wire) is not None
-
-
-# A known proxy bug, tracked by the strict xfail test
-# tests/integration/test_half_close.py::test_eof_inside_a_request_head_closes_the_connection:
-# a client's EOF inside an unfinished head leaves the connection open. Until it is fixed, such
-# cases (only those) may find the connection still open a moment after the half-close; the
-# rest of the oracle still holds for them. Remove this tolerance with the fix.
-EOF_IN_HEAD_GRACE_S = 0.2
-
-
-def refused_by_a_known_bug(answers: list[Reply]) -> bool:
-    """Known proxy bugs that refuse a valid request (``Proxy.BadRequest``); until they are
-    fixed, a valid case answered so is not held to the valid-case oracle (the rest still holds:
-    nothing it refused reached the upstream as complete). Remove with the fixes.
-
-    - "cut short": a complete request whose body comes just before the half-close is sometimes
-      refused as cut short; tracked by the strict xfail test
-      tests/integration/test_half_close.py::test_body_then_half_close_is_a_complete_request.
-    - "malformed chunked body": rarely (about 1 in 100 to 150 tries, both data paths, with
-      ``Expect: 100-continue``), a valid chunked body split across reads is refused as
-      ``malformed chunk-size line b';0\\r\\n\\r\\n'`` or ``bare LF in chunk framing``: the
-      chunk scanner sees the body from a wrong offset (no deterministic test yet).
-    """
-    if not answers or answers[-1].proxy_error_type() != "Proxy.BadRequest":
-        return False
-    body = answers[-1].body
-    signatures = (
-        b"complete message body",
-        b"cut short",
-        b"incomplete chunked",
-        b"malformed chunked body",
-    )
-    return any(text in body for text in signatures)
-
-
 def send_case(port: int, case: Case) -> bytes:
     sock = connect(port, timeout=10)
     with sock:
@@ -288,18 +221,7 @@ def send_case(port: int, case: Case) -> bytes:
             sock.shutdown(socket.SHUT_WR)  # no more requests: a half-close, not an abort
         except OSError:
             pass  # the proxy refused the input and closed before all of it was sent
-        if not may_wait_for_a_head_end(case.wire):
-            return read_until_close(sock)
-        sock.settimeout(EOF_IN_HEAD_GRACE_S)
-        got = b""
-        while True:  # read_until_close, keeping what came before a timeout
-            try:
-                piece = sock.recv(262144)
-            except (TimeoutError, ConnectionResetError):
-                return got
-            if not piece:
-                return got
-            got += piece
+        return read_until_close(sock)
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -337,7 +259,7 @@ def test_fuzzed_runtime_requests(loop_kind: str, path: str) -> None:
                     # 501: a transfer coding it does not implement; 505: an HTTP version.
                     assert 400 <= reply.status < 500 or reply.status in (501, 505), reply
                     assert reply.proxy_error_type() is not None, reply
-            if case.valid and not refused_by_a_known_bug(answers):
+            if case.valid:
                 assert len(forwarded) == 1
                 (request,) = forwarded
                 assert end_to_end(request.headers) == case.fields, (request.headers, case.sent)
