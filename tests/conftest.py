@@ -16,7 +16,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers import ProxyProcess
+from support.proxy import ProxyProcess
 
 from fastproxy.emulator import EmulatorThread
 

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, Final
@@ -29,6 +30,7 @@ READ_SIZE: Final = 256 * 1024
 
 RawHeaders = list[tuple[bytes, bytes]]
 Handler = Callable[["Exchange"], Awaitable[None]]
+ConnectionHook = Callable[["HttpConnection"], None]
 
 
 class PeerDisconnected(Exception):
@@ -61,6 +63,11 @@ class Exchange:
         self.trailers: RawHeaders = []
         self.body_done = False
         self.responded = False
+        self.raw = False
+        """Answered with bytes h11 did not write (a scripted answer, see ``scripting``)."""
+        self.close_after = False
+        """End the connection after this exchange instead of reading the next request."""
+        self.connection_number = connection.number
 
     def header(self, name: str) -> str | None:
         return header_value(self.headers, name)
@@ -125,6 +132,20 @@ class Exchange:
         events.append(h11.EndOfMessage())
         await self._connection.send(*events)
 
+    async def send_raw(self, data: bytes, timeout: float | None = None) -> None:
+        """Write bytes as they are, bypassing h11 (scripted answers, malformed on purpose).
+
+        Waits until they are handed to the kernel; :class:`TimeoutError` after ``timeout``
+        (the bytes stay queued), :class:`PeerDisconnected` if the peer went away.
+        """
+        self.raw = self.responded = True
+        await self._connection.write_raw(data, timeout)
+
+    def close_now(self, how: str) -> None:
+        """End the connection at once: ``"fin"`` (orderly) or ``"rst"`` (a reset)."""
+        self.close_after = True
+        self._connection.close_now(how)
+
     async def respond_json(self, status: int, obj: object) -> None:
         await self.respond(status, json_body(obj))
 
@@ -151,25 +172,53 @@ class HttpConnection:
         writer: asyncio.StreamWriter,
         handler: Handler,
         max_head_bytes: int,
+        number: int = 0,
     ) -> None:
         self._reader = reader
         self._writer = writer
         self._handler = handler
+        self._max_head_bytes = max_head_bytes
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_head_bytes)
         self.peer_closed = False
+        self.number = number
+        """Accept order on the listener, from 1."""
+        self.idle = False
+        """Waiting for the first byte of a next request."""
+        self.on_state: ConnectionHook | None = None
+        """Called when ``idle`` changes and when the connection ends (scripted tests)."""
+        self.ended = False
+
+    def _set_idle(self, idle: bool) -> None:
+        if idle != self.idle:
+            self.idle = idle
+            if self.on_state is not None:
+                self.on_state(self)
 
     async def run(self) -> None:
         try:
             while True:
+                self._set_idle(not self._conn.trailing_data[0])
                 event = await self.next_event(want_body=False)
+                self._set_idle(False)
                 if isinstance(event, h11.ConnectionClosed):
                     return
                 if not isinstance(event, h11.Request):  # pragma: no cover
                     return
                 exchange = Exchange(self, event)
                 await self._handler(exchange)
-                if not exchange.responded:
+                if not exchange.responded or exchange.close_after:
                     return
+                if exchange.raw:
+                    # h11 did not see the answer: read the next request with a fresh parser.
+                    if self._conn.their_state is not h11.DONE:
+                        return
+                    leftover = self._conn.trailing_data[0]
+                    self._conn = h11.Connection(
+                        h11.SERVER, max_incomplete_event_size=self._max_head_bytes
+                    )
+                    if leftover:  # b"" would mean EOF to h11
+                        self._conn.receive_data(leftover)
+                    continue
                 if self._conn.our_state is h11.DONE and self._conn.their_state is h11.DONE:
                     self._conn.start_next_cycle()
                 else:
@@ -186,6 +235,10 @@ class HttpConnection:
             self._writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await self._writer.wait_closed()
+            self.idle = False
+            self.ended = True
+            if self.on_state is not None:
+                self.on_state(self)
 
     async def _reject(self, status: int) -> None:
         if self._conn.our_state not in (h11.IDLE, h11.SEND_RESPONSE) or self.peer_closed:
@@ -233,6 +286,8 @@ class HttpConnection:
             data = b""
         if not data:
             self.peer_closed = True
+        elif self.idle:
+            self._set_idle(False)
         self._conn.receive_data(data)
 
     async def wait_disconnect(self, other: asyncio.Future[Any]) -> bool:
@@ -273,6 +328,26 @@ class HttpConnection:
                     self._conn.send_failed()
                     raise PeerDisconnected(str(exc)) from exc
 
+    async def write_raw(self, data: bytes, timeout: float | None) -> None:
+        if self.peer_closed or self._writer.is_closing():
+            raise PeerDisconnected("peer closed")
+        self._writer.write(data)
+        try:
+            await asyncio.wait_for(self._writer.drain(), timeout)
+        except ConnectionError as exc:
+            raise PeerDisconnected(str(exc)) from exc
+
+    def close_now(self, how: str) -> None:
+        transport = self._writer.transport
+        if how == "rst":
+            # SO_LINGER 0: closing sends a RST, not a FIN.
+            with contextlib.suppress(OSError):
+                sock = self._writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            transport.abort()
+        else:
+            transport.close()
+
 
 LISTEN_BACKLOG: Final = 4096
 
@@ -286,7 +361,10 @@ class HttpServer:
         self._server: asyncio.Server | None = None
         self._connections: dict[asyncio.Task[None], asyncio.StreamWriter] = {}
         self._stopping = False
+        self._accepted = 0
         self.port = 0
+        self.connection_hook: ConnectionHook | None = None
+        """Called with each new connection before it is served (scripted tests)."""
 
     async def start(
         self, host: str = "127.0.0.1", port: int = 0, sock: socket.socket | None = None
@@ -311,8 +389,14 @@ class HttpServer:
         task = asyncio.current_task()
         assert task is not None
         self._connections[task] = writer
+        self._accepted += 1
+        connection = HttpConnection(
+            reader, writer, self._handler, self._max_head_bytes, self._accepted
+        )
+        if self.connection_hook is not None:
+            self.connection_hook(connection)
         try:
-            await HttpConnection(reader, writer, self._handler, self._max_head_bytes).run()
+            await connection.run()
         except asyncio.CancelledError:
             # Only stop() cancels these tasks; ending quietly keeps asyncio's stream
             # callback from logging the cancellation as an error.

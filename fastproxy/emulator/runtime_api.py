@@ -120,6 +120,8 @@ class RuntimeApiEmulator:
         self.on_next: Callable[[], None] | None = None
         """Called on every runtime ``/next`` (the sandbox learns that init finished)."""
         self.on_init_error: Callable[[RequestRecord], Awaitable[None]] | None = None
+        self.script: Callable[[Exchange], Awaitable[bool]] | None = None
+        """Tried first on every request; True when it handled it (see ``scripting``)."""
         self._server = HttpServer(self.handle, max_head_bytes=max_head_bytes)
         self._pending: collections.deque[Invocation] = collections.deque()
         self._pollers: collections.deque[asyncio.Future[Invocation]] = collections.deque()
@@ -140,6 +142,11 @@ class RuntimeApiEmulator:
 
     async def stop(self) -> None:
         await self._server.stop()
+
+    @property
+    def server(self) -> HttpServer:
+        """The listener's HTTP server (for its hooks)."""
+        return self._server
 
     @property
     def port(self) -> int:
@@ -244,6 +251,8 @@ class RuntimeApiEmulator:
 
     async def handle(self, ex: Exchange) -> None:
         """Route one request (also the entry point for a shared listener)."""
+        if self.script is not None and await self.script(ex):
+            return
         path = ex.path
         method = ex.method
         if path == api.NEXT_PATH:

@@ -15,7 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from helpers import ProxyProcess
+from support.proxy import ProxyProcess
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread

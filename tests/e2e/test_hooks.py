@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import REPO, Client, ProxyProcess, read_line
+from support.proxy import REPO, ProxyProcess, read_line
+from support.wire import Client
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread
@@ -141,7 +142,9 @@ def stack(
 ) -> Iterator[Stack]:
     env = {"FASTPROXY_HOOKS_PATH": str(root), **hooks_env}
     with EmulatorThread() as emu:
-        proxy = ProxyProcess(upstream=emu.address, loop=loop, extra_env=env).start()
+        proxy = ProxyProcess(
+            upstream=emu.address, loop=loop, extra_env=env, drain_stdout=False
+        ).start()
         process = None
         try:
             if runtime is not None:

@@ -6,8 +6,8 @@ import signal
 import textwrap
 from pathlib import Path
 
-from faultkit import NEXT, FaultProxy
-from helpers import Client
+from support.proxy import ProxyProcess
+from support.wire import NEXT, Client
 
 from fastproxy.emulator import EmulatorThread
 
@@ -36,7 +36,7 @@ def test_hook_thread_hung_forever_does_not_keep_the_proxy_alive(
         "FASTPROXY_HOOK_TIMEOUT_MS": "200",
     }
     emu.enqueue(b"{}")
-    proxy = FaultProxy(upstream=emu.address, extra_env=env, args=("--drain-timeout", "1"))
+    proxy = ProxyProcess(upstream=emu.address, extra_env=env, args=("--drain-timeout", "1"))
     proxy.start()
     try:
         with Client(proxy.port) as runtime:

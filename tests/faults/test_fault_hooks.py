@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from faultkit import NEXT, PREFIX, parse_reply, recv_until, reply_complete, running_proxy
-from helpers import Client, connect
+from support.proxy import running_proxy
+from support.replies import parse_reply, reply_complete
+from support.wire import NEXT, PREFIX, Client, connect, recv_until
 
 from fastproxy.emulator import EmulatorThread
 

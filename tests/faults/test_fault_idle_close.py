@@ -17,17 +17,13 @@ import threading
 
 import h11
 import pytest
-from faultkit import (
-    NEXT,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    freeze,
-    running_proxy,
-    runtime_api_handler,
-    thaw,
-)
-from helpers import Client
+from support.procfs import freeze, thaw
+from support.proxy import running_proxy
+from support.scripts import numbered_events
+from support.wire import NEXT, Client
+
+from fastproxy.emulator import RequestRecord
+from fastproxy.emulator.scripting import ScriptedConn, ScriptedEmulator
 
 
 def send_next(runtime: Client) -> None:
@@ -55,14 +51,14 @@ def test_idle_connection_closed_during_a_freeze_is_not_reused(
     proxy's sockets on thaw, so only a check at reuse time (not the EOF callback) saves it.
     """
     with (
-        ScriptedUpstream() as upstream,
+        ScriptedEmulator(numbered_events) as upstream,
         running_proxy(upstream.address, loop_kind) as proxy,
         Client(proxy.port) as runtime,
     ):
         first = runtime.request("GET", NEXT)
         assert first.status == 200 and event_number(first.body) == 1
         for cycle in range(FREEZES):
-            upstream.wait_for(lambda: any(c.idle for c in upstream.live))
+            upstream.wait_until(lambda: upstream.idle_connections() >= 1)
             freeze(proxy.pid)
             try:
                 if order == "close-then-request":
@@ -78,7 +74,7 @@ def test_idle_connection_closed_during_a_freeze_is_not_reused(
             assert event_number(reply.body) == cycle + 2
     # Exactly one /next per runtime request, each after a thaw on a fresh connection.
     assert upstream.count(NEXT) == FREEZES + 1
-    assert [r.conn for r in upstream.requests] == list(range(1, FREEZES + 2))
+    assert [upstream.connection_of(r) for r in upstream.requests] == list(range(1, FREEZES + 2))
 
 
 def test_every_stale_connection_of_the_pool_is_skipped(loop_kind: str) -> None:
@@ -86,12 +82,12 @@ def test_every_stale_connection_of_the_pool_is_skipped(loop_kind: str) -> None:
     pollers = 4
     all_in = threading.Barrier(pollers)
 
-    def handler(conn: UpstreamConn, request: Received) -> bool:
-        if request.target == NEXT and request.conn <= pollers:
+    def script(conn: ScriptedConn, request: RequestRecord) -> bool:
+        if request.target == NEXT and conn.number <= pollers:
             all_in.wait(10)  # hold the first events until four connections exist
-        return runtime_api_handler(conn, request)
+        return numbered_events(conn, request)
 
-    with ScriptedUpstream(handler) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
+    with ScriptedEmulator(script) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
         runtimes = [Client(proxy.port) for _ in range(pollers)]
         try:
             for runtime in runtimes:
@@ -100,7 +96,7 @@ def test_every_stale_connection_of_the_pool_is_skipped(loop_kind: str) -> None:
         finally:
             for runtime in runtimes[1:]:
                 runtime.close()
-        upstream.wait_for(lambda: sum(c.idle for c in upstream.live) == pollers)
+        upstream.wait_until(lambda: upstream.idle_connections() == pollers)
         freeze(proxy.pid)
         try:
             send_next(runtimes[0])
@@ -112,7 +108,7 @@ def test_every_stale_connection_of_the_pool_is_skipped(loop_kind: str) -> None:
     assert [r.status for r in replies] == [200] * 4
     assert [event_number(r.body) for r in replies] == [5, 6, 7, 8]
     assert upstream.count(NEXT) == 8
-    assert all(r.conn > pollers for r in upstream.requests[pollers:])
+    assert all(upstream.connection_of(r) > pollers for r in upstream.requests[pollers:])
 
 
 @pytest.mark.parametrize("how", ["fin", "rst"])
@@ -123,17 +119,17 @@ def test_next_lost_on_a_reused_connection_is_never_sent_again(loop_kind: str, ho
     The runtime gets a 502 and decides itself; the upstream sees that ``/next`` exactly once.
     """
 
-    def handler(conn: UpstreamConn, request: Received) -> bool:
-        if request.target == NEXT and conn.server.count(NEXT) == 2:
+    def script(conn: ScriptedConn, request: RequestRecord) -> bool:
+        if request.target == NEXT and conn.host.count(NEXT) == 2:
             conn.read_body()
             getattr(conn, how)()
             return False
-        return runtime_api_handler(conn, request)
+        return numbered_events(conn, request)
 
-    with ScriptedUpstream(handler) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
+    with ScriptedEmulator(script) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
         with Client(proxy.port) as runtime:
             assert event_number(runtime.request("GET", NEXT).body) == 1
-            upstream.wait_for(lambda: upstream.conns[0].idle)
+            upstream.wait_until(lambda: upstream.idle_connections() == 1)
         with Client(proxy.port) as runtime:
             lost = runtime.request("GET", NEXT)
         with Client(proxy.port) as runtime:
@@ -142,4 +138,4 @@ def test_next_lost_on_a_reused_connection_is_never_sent_again(loop_kind: str, ho
     assert json.loads(lost.body)["errorType"] == "Proxy.UpstreamClosed"
     # The next /next is the third the upstream ever saw: nothing was replayed in between.
     assert third.status == 200 and event_number(third.body) == 3
-    assert [r.conn for r in upstream.requests] == [1, 1, 2]
+    assert [upstream.connection_of(r) for r in upstream.requests] == [1, 1, 2]

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from faultkit import NEXT, PREFIX, established_on, running_proxy, wait_until
-from helpers import WAIT_S, Client
+from support.procfs import WAIT_S, established_on, wait_until
+from support.proxy import running_proxy
+from support.wire import NEXT, PREFIX, Client
 
 from fastproxy.emulator import EmulatorThread
 

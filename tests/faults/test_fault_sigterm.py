@@ -14,21 +14,14 @@ import socket
 from collections.abc import Iterator
 
 import pytest
-from faultkit import (
-    NEXT,
-    PREFIX,
-    FaultProxy,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    parse_reply,
-    recv_until,
-    runtime_api_handler,
-    wait_until,
-)
-from helpers import WAIT_S, Client, connect, read_until_close
+from support.procfs import WAIT_S, wait_until
+from support.proxy import ProxyProcess
+from support.replies import parse_reply
+from support.scripts import numbered_events
+from support.wire import NEXT, PREFIX, Client, connect, read_until_close, recv_until
 
-from fastproxy.emulator import EmulatorThread
+from fastproxy.emulator import EmulatorThread, RequestRecord
+from fastproxy.emulator.scripting import ScriptedConn, ScriptedEmulator
 
 STREAM_HEAD = (
     "POST {prefix}{rid}/response HTTP/1.1\r\nHost: x\r\n"
@@ -42,15 +35,15 @@ def chunk(data: bytes) -> bytes:
 
 
 @pytest.fixture
-def proxies() -> Iterator[list[FaultProxy]]:
-    made: list[FaultProxy] = []
+def proxies() -> Iterator[list[ProxyProcess]]:
+    made: list[ProxyProcess] = []
     yield made
     for proxy in made:
         proxy.stop()  # reaps it and closes its pipe, whether it already exited or not
 
 
-def start(made: list[FaultProxy], upstream: str, loop: str, drain_s: float) -> FaultProxy:
-    proxy = FaultProxy(upstream=upstream, loop=loop, args=("--drain-timeout", str(drain_s)))
+def start(made: list[ProxyProcess], upstream: str, loop: str, drain_s: float) -> ProxyProcess:
+    proxy = ProxyProcess(upstream=upstream, loop=loop, args=("--drain-timeout", str(drain_s)))
     made.append(proxy.start())
     return proxy
 
@@ -63,20 +56,20 @@ def refuses_connections(port: int) -> bool:
     return False
 
 
-def terminate(proxy: FaultProxy) -> None:
+def terminate(proxy: ProxyProcess) -> None:
     """SIGTERM, then wait until the proxy has stopped accepting (it is draining)."""
     assert proxy.proc is not None
     proxy.proc.send_signal(signal.SIGTERM)
     wait_until(lambda: refuses_connections(proxy.port), what="listener closed")
 
 
-def exit_status(proxy: FaultProxy) -> int:
+def exit_status(proxy: ProxyProcess) -> int:
     assert proxy.proc is not None
     return proxy.proc.wait(WAIT_S)
 
 
 def test_stream_in_flight_finishes_within_the_drain_deadline(
-    emu: EmulatorThread, loop_kind: str, proxies: list[FaultProxy]
+    emu: EmulatorThread, loop_kind: str, proxies: list[ProxyProcess]
 ) -> None:
     """Protection: shutdown drains; a stream that ends before the deadline is relayed whole
     (the proxy neither aborts it at SIGTERM nor cuts the runtime's connection)."""
@@ -101,7 +94,7 @@ def test_stream_in_flight_finishes_within_the_drain_deadline(
 
 @pytest.mark.parametrize("framing", ["chunked", "content-length"])
 def test_response_in_flight_past_the_deadline_is_aborted_not_completed(
-    emu: EmulatorThread, loop_kind: str, proxies: list[FaultProxy], framing: str
+    emu: EmulatorThread, loop_kind: str, proxies: list[ProxyProcess], framing: str
 ) -> None:
     """Protection: at the deadline an unfinished exchange is aborted on both sides; the Runtime
     API records an incomplete body and the invocation stays open (never a fake end)."""
@@ -125,7 +118,7 @@ def test_response_in_flight_past_the_deadline_is_aborted_not_completed(
 
 
 def test_waiting_next_is_answered_at_shutdown_and_no_event_is_lost(
-    emu: EmulatorThread, loop_kind: str, proxies: list[FaultProxy]
+    emu: EmulatorThread, loop_kind: str, proxies: list[ProxyProcess]
 ) -> None:
     """Protection: a parked ``/next`` gets a 503 JSON at once instead of holding the drain
     until the deadline and a reset; the upstream long-poll is dropped before any event is
@@ -149,24 +142,24 @@ def test_waiting_next_is_answered_at_shutdown_and_no_event_is_lost(
 
 
 def test_event_delivery_in_flight_past_the_deadline_is_cut(
-    loop_kind: str, proxies: list[FaultProxy]
+    loop_kind: str, proxies: list[ProxyProcess]
 ) -> None:
     """Protection: an event still being relayed to a runtime that does not read is cut at the
     deadline; the runtime sees a truncated event, never a short one presented as whole."""
     size = 32 * 1024 * 1024
 
-    def handler(conn: UpstreamConn, request: Received) -> bool:
+    def script(conn: ScriptedConn, request: RequestRecord) -> bool:
         if request.target != NEXT:
-            return runtime_api_handler(conn, request)
+            return numbered_events(conn, request)
         conn.read_body()
         conn.send(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % size)
         try:
-            conn.sock.sendall(b"e" * size)
-        except OSError:
+            conn.sendall(b"e" * size)
+        except ConnectionError:
             pass  # the proxy aborted the connection at its deadline
         return False
 
-    with ScriptedUpstream(handler) as upstream:
+    with ScriptedEmulator(script) as upstream:
         proxy = start(proxies, upstream.address, loop_kind, drain_s=0.2)
         sock = connect(proxy.port)
         with sock:

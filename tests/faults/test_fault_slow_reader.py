@@ -16,8 +16,14 @@ import threading
 from collections.abc import Iterator
 
 import h11
-from faultkit import NEXT, PREFIX, Received, ScriptedUpstream, UpstreamConn, answer, running_proxy
-from helpers import WAIT_S, Client, connect, rss_kib
+from support.procfs import WAIT_S, rss_kib
+from support.proxy import running_proxy
+from support.replies import client_after, read_reply
+from support.scripts import answer
+from support.wire import NEXT, PREFIX, Client, connect
+
+from fastproxy.emulator import RequestRecord
+from fastproxy.emulator.scripting import ScriptedConn, ScriptedEmulator
 
 TOTAL = 64 * 1024 * 1024
 BLOCK = 1024 * 1024
@@ -70,23 +76,40 @@ class StallingWriter:
             written += len(block)
         sock.settimeout(WAIT_S)
 
+    def write_to(self, conn: ScriptedConn) -> None:
+        """The same, as the emulator's scripted answer: blocked once the proxy stops reading
+        and the connection's buffer stays above its high-water mark for ``STALL_S``."""
+        written = 0
+        for block in blocks():
+            try:
+                conn.sendall(block, timeout=WAIT_S if self.stalled.is_set() else STALL_S)
+            except TimeoutError:
+                if self.stalled.is_set():
+                    raise
+                self.written_at_stall = written
+                self.stalled.set()
+                if not self.resume.wait(WAIT_S):
+                    raise
+                conn.sendall(b"", timeout=WAIT_S)  # the block is queued: wait until it drains
+            written += len(block)
+
 
 def test_slow_runtime_reading_a_large_event(loop_kind: str) -> None:
     """Protection: downstream write back-pressure pauses reading from the upstream, so the
     proxy holds at most a buffer's worth of a large event while the runtime does not read."""
     writer = StallingWriter()
 
-    def handler(conn: UpstreamConn, request: Received) -> bool:
+    def script(conn: ScriptedConn, request: RequestRecord) -> bool:
         conn.read_body()
         if request.target != NEXT:
             conn.send(answer(202))
             return True
         conn.send(b"HTTP/1.1 200 OK\r\nLambda-Runtime-Aws-Request-Id: big\r\n"
                   b"Content-Length: %d\r\n\r\n" % TOTAL)  # fmt: skip
-        writer.write(conn.sock)
+        writer.write_to(conn)
         return True
 
-    with ScriptedUpstream(handler) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
+    with ScriptedEmulator(script) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
         with Client(proxy.port) as warm:  # one exchange so both sides are set up
             assert warm.request("POST", f"{PREFIX}warm/response", b"{}").status == 202
         _, idle_peak = rss_kib(proxy.pid)
@@ -112,7 +135,7 @@ def test_slow_upstream_reading_a_large_streamed_response(loop_kind: str) -> None
     writer = StallingWriter()
     received: dict[str, object] = {}
 
-    def handler(conn: UpstreamConn, request: Received) -> bool:
+    def script(conn: ScriptedConn, request: RequestRecord) -> bool:
         if request.target == NEXT:
             conn.read_body()
             conn.send(answer(200, b"{}", [("Lambda-Runtime-Aws-Request-Id", "big")]))
@@ -120,13 +143,13 @@ def test_slow_upstream_reading_a_large_streamed_response(loop_kind: str) -> None
         if not writer.resume.wait(WAIT_S):  # the Runtime API reads nothing until then
             return False
         record = conn.read_body()
-        received["length"] = len(record.body)
-        received["sha256"] = hashlib.sha256(record.body).hexdigest()
+        received["length"] = record.body_len
+        received["sha256"] = record.body_sha256
         received["trailers"] = record.trailers
         conn.send(answer(202, b'{"status":"OK"}'))
         return True
 
-    with ScriptedUpstream(handler) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
+    with ScriptedEmulator(script) as upstream, running_proxy(upstream.address, loop_kind) as proxy:
         with Client(proxy.port) as runtime:
             assert runtime.request("GET", NEXT).status == 200
             _, idle_peak = rss_kib(proxy.pid)
@@ -162,21 +185,15 @@ def test_slow_upstream_reading_a_large_streamed_response(loop_kind: str) -> None
 
 def read_streamed_reply(sock: socket.socket) -> tuple[int, int, str]:
     """Read one response with h11 without keeping its body: (status, body length, SHA-256)."""
-    client = h11.Connection(h11.CLIENT)
-    client.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
-    client.send(h11.EndOfMessage())
     digest = hashlib.sha256()
-    status = length = 0
-    while True:
-        event = client.next_event()
-        if event is h11.NEED_DATA:
-            client.receive_data(sock.recv(1024 * 1024))
-        elif isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            digest.update(event.data)
-            length += len(event.data)
-        elif isinstance(event, h11.EndOfMessage):
-            return status, length, digest.hexdigest()
-        else:
-            raise AssertionError(f"unexpected {event!r}")
+    length = 0
+
+    def sink(data: bytes) -> None:
+        nonlocal length
+        digest.update(data)
+        length += len(data)
+
+    reply = read_reply(client_after("GET"), lambda: sock.recv(1024 * 1024), sink)
+    assert reply.complete, reply
+    assert reply.status is not None
+    return reply.status, length, digest.hexdigest()

@@ -17,8 +17,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from faultkit import NEXT, PREFIX, parse_reply, recv_until, running_proxy
-from helpers import WAIT_S, Client, connect, read_line, read_until_close
+from support.procfs import WAIT_S
+from support.proxy import PATHS, read_line, running_proxy
+from support.replies import parse_reply
+from support.wire import NEXT, PREFIX, Client, connect, read_until_close, recv_until
 
 PART = b'{"event": "' + b"e" * 20000  # the half of an event that gets through
 
@@ -113,19 +115,18 @@ def start(made: list[DyingUpstream], scenario: str, path: str) -> DyingUpstream:
 
 
 def warm_up(proxy_port: int, path: str) -> None:
-    """For ``pooled``: one exchange first, so the scenario's request reuses that connection
-    (plain requests on a pooled connection take the raw fast path under the default codec)."""
+    """For ``pooled``: one exchange first, so the scenario's request reuses that connection."""
     if path == "pooled":
         with Client(proxy_port) as runtime:
             assert runtime.request("GET", NEXT).status == 200
 
 
 HOW = ["fin", "rst", "kill"]
-# A fresh upstream connection (the general path), or a pooled one (the raw fast path).
-PATHS = ["fresh", "pooled"]
+# The scenario's request on a fresh upstream connection, or on a pooled one.
+CONNS = ["fresh", "pooled"]
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", CONNS)
 @pytest.mark.parametrize("how", HOW)
 def test_upstream_gone_while_next_is_pending_is_a_502(
     loop_kind: str, dying: list[DyingUpstream], how: str, path: str
@@ -144,17 +145,18 @@ def test_upstream_gone_while_next_is_pending_is_a_502(
     assert got.proxy_error_type() == "Proxy.UpstreamClosed"
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("data_path", PATHS)
+@pytest.mark.parametrize("path", CONNS)
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("framing", ["event-length", "event-chunked"])
 def test_upstream_gone_mid_event_never_completes_the_event(
-    loop_kind: str, dying: list[DyingUpstream], framing: str, how: str, path: str
+    loop_kind: str, dying: list[DyingUpstream], framing: str, how: str, path: str, data_path: str
 ) -> None:
     """Protection: once the event has started, an upstream failure aborts the runtime's
     connection; the proxy never ends the message itself (no terminating chunk, no short
-    Content-Length body followed by a reused connection)."""
+    Content-Length body followed by a reused connection), on either data path."""
     upstream = start(dying, framing, path)
-    with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind) as proxy:
+    with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind, path=data_path) as proxy:
         warm_up(proxy.port, path)
         sock = connect(proxy.port)
         with sock:
@@ -172,13 +174,14 @@ def test_upstream_gone_mid_event_never_completes_the_event(
 @pytest.mark.parametrize(
     ("how", "path"), [("fin", "fresh"), ("rst", "fresh"), ("fin", "pooled"), ("rst", "pooled")]
 )
+@pytest.mark.parametrize("data_path", PATHS)
 def test_close_delimited_event_is_whole_on_fin_and_cut_on_reset(
-    loop_kind: str, dying: list[DyingUpstream], how: str, path: str
+    loop_kind: str, dying: list[DyingUpstream], how: str, path: str, data_path: str
 ) -> None:
     """Protection: a response delimited by the connection's end is complete only on an orderly
     close (FIN); a reset is a failure and must reach the runtime as a cut message."""
     upstream = start(dying, "event-until-close", path)
-    with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind) as proxy:
+    with running_proxy(f"127.0.0.1:{upstream.port}", loop_kind, path=data_path) as proxy:
         warm_up(proxy.port, path)
         sock = connect(proxy.port)
         with sock:
@@ -193,7 +196,7 @@ def test_close_delimited_event_is_whole_on_fin_and_cut_on_reset(
     assert got.complete == (how == "fin")
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("path", CONNS)
 @pytest.mark.parametrize("how", HOW)
 def test_upstream_gone_mid_request_body_is_an_error_for_the_runtime(
     loop_kind: str, dying: list[DyingUpstream], how: str, path: str

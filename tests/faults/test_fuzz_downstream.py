@@ -3,12 +3,16 @@
 Valid requests (every framing, chunk extensions, trailers, ``Expect: 100-continue``,
 hop-by-hop fields), the same mutated, cut short or replaced by garbage, heads over the limit,
 too many fields and over-long chunk lines, written at random byte boundaries, then half-closed.
-The upstream records every request it receives, parsed with h11. The oracle:
+The upstream is the emulator with a script (``fastproxy.emulator.scripting``); it records every
+request it receives, parsed with h11. Runs on both data paths (``FASTPROXY_PATH``). The oracle:
 
 - the runtime gets a 4xx (or 501, 505) JSON error, the upstream's answer, or a closed connection;
 - every complete request the upstream received is one that h11 reads from the runtime's bytes,
   in order, with the same method, target, body and trailers (nothing invented, nothing
-  smuggled, nothing cut short and presented as whole); a valid request always gets through;
+  smuggled, nothing cut short and presented as whole); a valid request always gets through,
+  with every end-to-end field in order and every hop-by-hop field gone (``support.fuzz``);
+- what h11 reads but the proxy must refuse never reaches the upstream: a request with both
+  ``Transfer-Encoding`` and ``Content-Length`` (request smuggling);
 - the proxy stays up and serves the next well-formed request.
 
 ``FASTPROXY_FUZZ_EXAMPLES`` sets the number of examples per event loop (default 200); e.g.
@@ -22,31 +26,29 @@ import socket
 from dataclasses import dataclass, field
 
 import h11
-from faultkit import (
-    MAX_HEAD,
-    NEXT,
-    PREFIX,
-    Parsed,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    answer,
-    parse_reply,
-    running_proxy,
-)
-from helpers import connect, read_until_close
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz import (
+    assert_hop_by_hop_gone,
+    chunk_extension,
+    cuts_for,
+    end_to_end,
+    end_to_end_fields,
+    hop_by_hop_fields,
+    mutation_of,
+    trailer_fields,
+)
+from support.proxy import PATHS, running_proxy
+from support.replies import MAX_HEAD, parse_replies, parse_reply
+from support.scripts import ANSWERED, answer_each_complete
+from support.wire import NEXT, PREFIX, connect, read_until_close, send_in_pieces
+
+from fastproxy.emulator.scripting import ScriptedEmulator
 
 EXAMPLES = int(os.environ.get("FASTPROXY_FUZZ_EXAMPLES", "200"))
 PROXY_MAX_HEAD = 16 * 1024
-ANSWER = b'{"upstream": "answered"}'
 
-TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~",
-                min_size=1, max_size=12)  # fmt: skip
-VALUE = st.text('abcdefghijklmnopqrstuvwxyz0123456789 ,;=/"()<>@[]{}?:._-\t', max_size=40).map(
-    str.strip
-)
 TARGETS = [NEXT, f"{PREFIX}abc-123/response", f"{PREFIX}abc-123/error", "/2018-06-01/ping?x=1"]
 
 
@@ -57,35 +59,19 @@ class Case:
     valid: bool
     method: str = ""
     target: str = ""
-    fields: list[tuple[str, str]] = field(default_factory=list)
+    fields: list[tuple[str, str]] = field(default_factory=list)  # every end-to-end field
     body: bytes = b""
     trailers: list[tuple[str, str]] = field(default_factory=list)
-
-
-@st.composite
-def chunk_extension(draw: st.DrawFn) -> bytes:
-    out = b""
-    for name in draw(st.lists(TOKEN, max_size=2)):
-        out += b";" + name.encode()
-        if draw(st.booleans()):
-            out += b"=" + draw(TOKEN).encode()
-    return out
+    sent: list[tuple[str, str]] = field(default_factory=list)  # every field on the wire
 
 
 @st.composite
 def valid_request(draw: st.DrawFn) -> Case:
     target = draw(st.sampled_from(TARGETS))
     method = "GET" if target == NEXT else draw(st.sampled_from(["POST", "POST", "PUT"]))
-    names = draw(st.lists(TOKEN, max_size=6, unique_by=str.lower))
-    fields = [(f"X-F-{name}", draw(VALUE)) for name in names]
+    fields = draw(end_to_end_fields())
     extra = [("Host", draw(st.sampled_from(["x", "127.0.0.1:9009", "localhost"])))]
-    extra += draw(
-        st.lists(
-            st.sampled_from([("Connection", "keep-alive"), ("Keep-Alive", "timeout=5"),
-                             ("TE", "trailers"), ("Proxy-Authorization", "Basic eA==")]),
-            max_size=2, unique=True,
-        )
-    )  # fmt: skip
+    extra += draw(hop_by_hop_fields())
     body = b""
     trailers: list[tuple[str, str]] = []
     payload = b""
@@ -102,32 +88,62 @@ def valid_request(draw: st.DrawFn) -> Case:
             for size in [*draw(st.lists(st.integers(1, 500), max_size=6)), len(body)]:
                 piece, rest = rest[:size], rest[size:]
                 if piece:
-                    payload += b"%x%s\r\n%s\r\n" % (len(piece), draw(chunk_extension()), piece)
-            tnames = draw(st.lists(TOKEN, max_size=3, unique_by=str.lower))
-            trailers = [(f"X-T-{name}", draw(VALUE)) for name in tnames]
-            payload += b"0" + draw(chunk_extension()) + b"\r\n"
+                    ext = draw(chunk_extension(quoted=False))
+                    payload += b"%x%s\r\n%s\r\n" % (len(piece), ext, piece)
+            trailers = draw(trailer_fields())
+            payload += b"0" + draw(chunk_extension(quoted=False)) + b"\r\n"
             payload += b"".join(f"{k}: {v}\r\n".encode() for k, v in trailers) + b"\r\n"
     position = draw(st.integers(0, len(fields)))
     wire_fields = fields[:position] + extra + fields[position:]
     head = f"{method} {target} HTTP/1.1\r\n".encode()
     head += b"".join(f"{k}: {v}\r\n".encode() for k, v in wire_fields) + b"\r\n"
     wire = head + payload
-    return Case(wire, draw(cuts_for(wire)), True, method, target, fields, body, trailers)
+    expected = end_to_end([(k.encode(), v.encode()) for k, v in wire_fields])
+    return Case(
+        wire, draw(cuts_for(wire)), True, method, target, expected, body, trailers, wire_fields
+    )
 
 
-def cuts_for(wire: bytes) -> st.SearchStrategy[list[int]]:
-    return st.lists(st.integers(0, len(wire)), max_size=8)
+@st.composite
+def smuggling_request(draw: st.DrawFn) -> bytes:
+    """A chunked request that also carries Content-Length: h11 reads it (by its
+    Transfer-Encoding), the proxy must refuse it."""
+    body = draw(st.binary(min_size=1, max_size=200))
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(body), body)
+    length = draw(st.sampled_from([len(body), len(chunked), 0]))
+    fields = [
+        ("Host", "x"),
+        ("Transfer-Encoding", draw(st.sampled_from(["chunked", "Chunked"]))),
+        ("Content-Length", str(length)),
+    ]
+    fields = draw(st.permutations(fields))
+    head = f"POST {PREFIX}abc-123/response HTTP/1.1\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in fields) + "\r\n"
+    return head.encode() + chunked
 
 
 @st.composite
 def hostile_request(draw: st.DrawFn) -> Case:
     kind = draw(
         st.sampled_from(
-            ["mutated", "truncated", "garbage", "oversized", "many-fields", "long-chunk", "two"]
+            [
+                "mutated",
+                "truncated",
+                "garbage",
+                "oversized",
+                "many-fields",
+                "long-chunk",
+                "two",
+                "te-and-cl",
+            ]
         )
     )
     if kind == "garbage":
         wire = draw(st.binary(min_size=1, max_size=600))
+    elif kind == "te-and-cl":
+        wire = draw(smuggling_request())
+        if draw(st.booleans()):  # behind a valid request on the same connection
+            wire = draw(valid_request()).wire + wire
     elif kind == "oversized":
         wire = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * draw(
             st.integers(PROXY_MAX_HEAD, 3 * PROXY_MAX_HEAD)
@@ -147,50 +163,22 @@ def hostile_request(draw: st.DrawFn) -> Case:
             + b"\r\nabcd\r\n0\r\n\r\n"
         )
     elif kind == "two":  # two requests back to back (pipelined), one maybe hostile
-        wire = draw(valid_request()).wire + draw(st.one_of(valid_request(), mutated())).wire
+        second = draw(valid_request()).wire
+        if draw(st.booleans()):
+            second = draw(mutation_of(second))
+        wire = draw(valid_request()).wire + second
     else:
         wire = draw(valid_request()).wire
         if kind == "truncated":
             wire = wire[: draw(st.integers(0, len(wire) - 1))]
         else:
-            wire = draw(mutated(wire))
+            wire = draw(mutation_of(wire))
     return Case(wire, draw(cuts_for(wire)), False)
 
 
-@st.composite
-def mutated(draw: st.DrawFn, wire: bytes | None = None) -> Case | bytes:
-    data = bytearray(draw(valid_request()).wire if wire is None else wire)
-    for _ in range(draw(st.integers(1, 4))):
-        position = draw(st.integers(0, len(data) - 1))
-        action = draw(st.sampled_from(["replace", "insert", "delete"]))
-        byte = draw(st.sampled_from([0, 9, 10, 13, 32, 34, 44, 58, 59, 127, 255, 48, 70]))
-        if action == "replace":
-            data[position] = byte
-        elif action == "insert":
-            data.insert(position, byte)
-        else:
-            del data[position]
-    if wire is not None:
-        return bytes(data)
-    return Case(bytes(data), [], False)
-
-
-class RecordingUpstream(ScriptedUpstream):
-    """Records every request; answers each complete one, closes on an incomplete one."""
-
-    def __init__(self) -> None:
-        super().__init__(self.respond)
-
-    def respond(self, conn: UpstreamConn, request: Received) -> bool:
-        record = conn.read_body()
-        if not record.complete:
-            return False
-        conn.send(answer(200, ANSWER))
-        return True
-
-
 def reference_requests(wire: bytes) -> list[tuple[str, str, bytes, list[tuple[bytes, bytes]]]]:
-    """The complete requests h11 reads from ``wire`` (then EOF), in order."""
+    """The complete requests h11 reads from ``wire`` (then EOF), in order, up to the first one
+    the proxy must refuse although h11 reads it (Transfer-Encoding with Content-Length)."""
     server = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
     server.receive_data(wire)
     server.receive_data(b"")
@@ -203,6 +191,9 @@ def reference_requests(wire: bytes) -> list[tuple[str, str, bytes, list[tuple[by
         except h11.RemoteProtocolError:
             return found
         if isinstance(event, h11.Request):
+            names = {name for name, _ in event.headers}  # h11 lowercases them
+            if {b"transfer-encoding", b"content-length"} <= names:
+                return found
             method, target, body = (
                 event.method.decode(),
                 event.target.decode("latin-1"),
@@ -226,41 +217,23 @@ def send_case(port: int, case: Case) -> bytes:
     sock = connect(port, timeout=10)
     with sock:
         try:
-            start = 0
-            for cut in sorted({c for c in case.cuts if 0 < c < len(case.wire)}):
-                sock.sendall(case.wire[start:cut])
-                start = cut
-            sock.sendall(case.wire[start:])
+            send_in_pieces(sock, case.wire, case.cuts)
             sock.shutdown(socket.SHUT_WR)  # no more requests: a half-close, not an abort
         except OSError:
             pass  # the proxy refused the input and closed before all of it was sent
         return read_until_close(sock)
 
 
-def replies(raw: bytes) -> list[Parsed]:
-    """The responses in ``raw`` (after any 100 Continue), one per request, as h11 reads them."""
-    out = []
-    while raw:
-        parsed = parse_reply(raw, "POST")
-        out.append(parsed)
-        if not parsed.complete:
-            break
-        client = h11.Connection(h11.CLIENT)
-        client.send(h11.Request(method="POST", target="/", headers=[("Host", "x")]))
-        client.send(h11.EndOfMessage())
-        client.receive_data(raw)
-        while not isinstance(client.next_event(), h11.EndOfMessage):
-            pass
-        raw = client.trailing_data[0]
-    return out
-
-
-def test_fuzzed_runtime_requests(loop_kind: str) -> None:
-    """Protection: the downstream parser's strictness (framing, limits, smuggling) and its
-    failure policy (a 4xx and a close, never a forwarded fragment presented as whole)."""
+@pytest.mark.parametrize("path", PATHS)
+def test_fuzzed_runtime_requests(loop_kind: str, path: str) -> None:
+    """Protection: the downstream parser's strictness (framing, limits, smuggling), its field
+    handling (end-to-end kept, hop-by-hop cut) and its failure policy (a 4xx and a close,
+    never a forwarded fragment presented as whole)."""
     env = {"FASTPROXY_MAX_HEAD_BYTES": str(PROXY_MAX_HEAD)}
-    upstream = RecordingUpstream()
-    with upstream, running_proxy(upstream.address, loop_kind, env=env) as proxy:
+    with (
+        ScriptedEmulator(answer_each_complete) as upstream,
+        running_proxy(upstream.address, loop_kind, env=env, path=path) as proxy,
+    ):
 
         @settings(
             max_examples=EXAMPLES,
@@ -272,12 +245,15 @@ def test_fuzzed_runtime_requests(loop_kind: str) -> None:
             seen = len(upstream.requests)
             raw = send_case(proxy.port, case)
             assert proxy.proc is not None and proxy.proc.poll() is None, "the proxy died"
-            upstream.wait_for(lambda: all(r.finished for r in upstream.requests[seen:]))
+            upstream.wait_until(lambda: all(r.finished for r in upstream.requests[seen:]))
             forwarded = [r for r in upstream.requests[seen:] if r.complete]
+            for request in upstream.requests[seen:]:
+                names = {k.lower() for k, _ in request.headers}
+                assert not {b"transfer-encoding", b"content-length"} <= names, request
             reference = reference_requests(case.wire)
             got = [(r.method, r.target, r.body, r.trailers) for r in forwarded]
             assert got == reference[: len(got)], (got, reference)
-            answers = replies(raw)
+            answers = parse_replies(raw, "POST")
             for reply in answers:
                 if reply.complete and reply.status != 200:
                     # 501: a transfer coding it does not implement; 505: an HTTP version.
@@ -286,11 +262,12 @@ def test_fuzzed_runtime_requests(loop_kind: str) -> None:
             if case.valid:
                 assert len(forwarded) == 1
                 (request,) = forwarded
-                assert [(k.decode(), v.decode()) for k, v in request.headers
-                        if k.lower().startswith(b"x-f-")] == case.fields  # fmt: skip
-                assert answers and answers[-1].complete and answers[-1].body == ANSWER
+                assert end_to_end(request.headers) == case.fields, (request.headers, case.sent)
+                assert_hop_by_hop_gone(case.sent, request.headers)
+                assert end_to_end(request.trailers) == case.trailers
+                assert answers and answers[-1].complete and answers[-1].body == ANSWERED
             check = send_case(proxy.port, valid_get())
-            assert parse_reply(check).body == ANSWER
+            assert parse_reply(check).body == ANSWERED
 
         run()
 

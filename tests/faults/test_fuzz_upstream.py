@@ -5,16 +5,17 @@ every framing, chunk extensions, trailers, 1xx preludes and hop-by-hop fields; t
 mutated, cut short, or replaced by garbage; heads over the proxy's limit), written at random
 byte boundaries, then closes. What the runtime receives is parsed with h11 and must be:
 
-- for a valid response: a faithful relay (status, end-to-end fields in order, body, trailers);
+- for a valid response: a faithful relay (status, every end-to-end field in order, body,
+  trailers), with every hop-by-hop field gone (``support.fuzz``);
 - otherwise: fastproxy's JSON 502, a connection closed before the message ended, or a relay
   of exactly the complete response h11 itself reads from those bytes;
 
 and the proxy must stay up and serve the next well-formed exchange. ``FASTPROXY_FUZZ_EXAMPLES``
 sets the number of examples per event loop (default 200).
 
-Each fuzzed response arrives either on a fresh upstream connection or on a pooled one (under
-the default codec, requests on either take the raw fast path; ``lean`` and ``h11`` use the
-general path throughout).
+Each fuzzed response arrives either on a fresh upstream connection or on a pooled one, on both
+data paths (``FASTPROXY_PATH``: ``relay`` and ``h11``). The upstream is the emulator with a
+script (``fastproxy.emulator.scripting``).
 """
 
 from __future__ import annotations
@@ -24,32 +25,29 @@ import threading
 from dataclasses import dataclass, field
 
 import pytest
-from faultkit import (
-    NEXT,
-    PREFIX,
-    Parsed,
-    Received,
-    ScriptedUpstream,
-    UpstreamConn,
-    answer,
-    parse_reply,
-    recv_until,
-    running_proxy,
-)
-from helpers import connect
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.fuzz import (
+    assert_hop_by_hop_gone,
+    chunk_extension,
+    cuts_for,
+    end_to_end,
+    end_to_end_fields,
+    hop_by_hop_fields,
+    mutation_of,
+    trailer_fields,
+)
+from support.proxy import PATHS, running_proxy
+from support.replies import Reply, parse_reply
+from support.scripts import answer
+from support.wire import NEXT, PREFIX, connect, recv_until
+
+from fastproxy.emulator import RequestRecord
+from fastproxy.emulator.scripting import ScriptedConn, ScriptedEmulator
 
 EXAMPLES = int(os.environ.get("FASTPROXY_FUZZ_EXAMPLES", "200"))
 MAX_HEAD = 16 * 1024  # the fuzzed proxy's FASTPROXY_MAX_HEAD_BYTES, so oversized stays cheap
 WELL_FORMED = b'{"well": "formed"}'
-
-TOKEN = st.text("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-!#$%&'*+.^_`|~",
-                min_size=1, max_size=12)  # fmt: skip
-VALUE = st.text('abcdefghijklmnopqrstuvwxyz0123456789 ,;=/"()<>@[]{}?:._-\t', max_size=40).map(
-    str.strip
-)
-HOP_BY_HOP = [("Connection", "keep-alive"), ("Keep-Alive", "timeout=5"), ("Upgrade", "h2c")]
 
 
 @dataclass
@@ -59,31 +57,18 @@ class Case:
     method: str  # the runtime's request
     valid: bool  # a well-formed response: it must be relayed faithfully
     status: int = 0
-    fields: list[tuple[str, str]] = field(default_factory=list)
+    fields: list[tuple[str, str]] = field(default_factory=list)  # every end-to-end field
     body: bytes = b""
     trailers: list[tuple[str, str]] = field(default_factory=list)
-
-
-@st.composite
-def chunk_extension(draw: st.DrawFn) -> bytes:
-    out = b""
-    for name in draw(st.lists(TOKEN, max_size=3)):
-        out += b";" + name.encode()
-        form = draw(st.sampled_from(["bare", "token", "quoted"]))
-        if form == "token":
-            out += b"=" + draw(TOKEN).encode()
-        elif form == "quoted":
-            out += b'="' + draw(VALUE).replace('"', "").encode() + b'"'
-    return out
+    sent: list[tuple[str, str]] = field(default_factory=list)  # every field on the wire
 
 
 @st.composite
 def valid_response(draw: st.DrawFn) -> Case:
     status = draw(st.sampled_from([200, 201, 202, 400, 403, 404, 410, 413, 429, 500, 502]))
     reason = draw(st.sampled_from([b"OK", b"", b"Some Reason", b"x"]))
-    names = draw(st.lists(TOKEN, max_size=6, unique_by=str.lower))
-    fields = [(f"X-F-{name}", draw(VALUE)) for name in names]
-    hop = draw(st.lists(st.sampled_from(HOP_BY_HOP), max_size=2, unique=True))
+    fields = draw(end_to_end_fields())
+    hop = draw(hop_by_hop_fields())
     if draw(st.integers(0, 20)) == 0:
         hop += [(f"X-Many-{i}", "v") for i in range(300)]  # more fields than requests may have
     body = draw(st.binary(max_size=3000))
@@ -104,8 +89,7 @@ def valid_response(draw: st.DrawFn) -> Case:
                 continue
             digits = draw(st.sampled_from(["%x", "%X", "00%x"])) % len(piece)
             payload += digits.encode() + draw(chunk_extension()) + b"\r\n" + piece + b"\r\n"
-        tnames = draw(st.lists(TOKEN, max_size=3, unique_by=str.lower))
-        trailers = [(f"X-T-{name}", draw(VALUE)) for name in tnames]
+        trailers = draw(trailer_fields())
         payload += b"0" + draw(chunk_extension()) + b"\r\n"
         payload += b"".join(f"{k}: {v}\r\n".encode() for k, v in trailers) + b"\r\n"
     else:
@@ -126,15 +110,15 @@ def valid_response(draw: st.DrawFn) -> Case:
     head = b"HTTP/1.1 %d %s\r\n" % (status, reason)
     head += b"".join(f"{k}: {v}\r\n".encode() for k, v in wire_fields) + b"\r\n"
     wire = prelude + head + payload
-    return Case(wire, draw(cuts_for(wire)), draw(methods()), True, status, fields, body, trailers)
+    sent = [*wire_fields]
+    expected = end_to_end([(k.encode(), v.encode()) for k, v in sent])
+    return Case(
+        wire, draw(cuts_for(wire)), draw(methods()), True, status, expected, body, trailers, sent
+    )
 
 
 def methods() -> st.SearchStrategy[str]:
     return st.sampled_from(["GET", "GET", "POST"])
-
-
-def cuts_for(wire: bytes) -> st.SearchStrategy[list[int]]:
-    return st.lists(st.integers(0, max(0, len(wire))), max_size=8)
 
 
 @st.composite
@@ -153,35 +137,25 @@ def hostile_response(draw: st.DrawFn) -> Case:
             + b"\r\nabcd\r\n0\r\n\r\n"
         )
     else:
-        wire = bytearray(draw(valid_response()).wire)
+        wire = draw(valid_response()).wire
         if kind == "truncated":
             wire = wire[: draw(st.integers(0, len(wire) - 1))]
         else:
-            for _ in range(draw(st.integers(1, 4))):
-                position = draw(st.integers(0, len(wire) - 1))
-                action = draw(st.sampled_from(["replace", "insert", "delete"]))
-                byte = draw(st.sampled_from([0, 9, 10, 13, 32, 34, 44, 58, 59, 127, 255, 48, 70]))
-                if action == "replace":
-                    wire[position] = byte
-                elif action == "insert":
-                    wire.insert(position, byte)
-                else:
-                    del wire[position]
+            wire = draw(mutation_of(wire))
     wire = bytes(wire)
     return Case(wire, draw(cuts_for(wire)), draw(methods()), False)
 
 
-class FuzzUpstream(ScriptedUpstream):
+class FuzzScript:
     """Answers with the current case's bytes (then closes), or with a well-formed event."""
 
     def __init__(self, pooled: bool) -> None:
         self.case: Case | None = None
         self.lock = threading.Lock()
         self.pooled = pooled
-        self.last: UpstreamConn | None = None  # the connection that carried the last case
-        super().__init__(self.respond)
+        self.last: int | None = None  # the connection that carried the last case
 
-    def respond(self, conn: UpstreamConn, request: Received) -> bool:
+    def __call__(self, conn: ScriptedConn, request: RequestRecord) -> bool:
         conn.read_body()
         with self.lock:
             case, self.case = self.case, None
@@ -190,17 +164,17 @@ class FuzzUpstream(ScriptedUpstream):
             keep = [] if self.pooled else [("Connection", "close")]
             conn.send(answer(200, WELL_FORMED, [("Lambda-Runtime-Aws-Request-Id", "ok"), *keep]))
             return self.pooled
-        self.last = conn
+        self.last = conn.number
         conn.send(case.wire, case.cuts)
         return False  # closing ends close-delimited bodies and anything left incomplete
 
-    def wait_closed(self) -> None:
+    def wait_closed(self, upstream: ScriptedEmulator) -> None:
         """Until the last case's connection is closed: the proxy must not find it reusable
         (a server closing a connection just as a client reuses it is a race no client wins)."""
-        self.wait_for(lambda: self.last is None or self.last not in self.live)
+        upstream.wait_until(lambda: self.last is None or not upstream.is_open(self.last))
 
 
-def exchange(port: int, method: str) -> Parsed:
+def exchange(port: int, method: str) -> Reply:
     sock = connect(port, timeout=10)
     with sock:
         if method == "GET":
@@ -212,20 +186,13 @@ def exchange(port: int, method: str) -> Parsed:
     return parse_reply(raw, method)
 
 
-def end_to_end(fields: list[tuple[bytes, bytes]]) -> list[tuple[str, str]]:
-    return [
-        (k.decode("latin-1"), v.decode("latin-1"))
-        for k, v in fields
-        if k.lower().startswith((b"x-f-", b"x-t-"))
-    ]
-
-
-def check_relay(case: Case, got: Parsed) -> None:
+def check_relay(case: Case, got: Reply) -> None:
     if case.valid:
         assert got.complete, (got, case.wire[:300])
         assert got.status == case.status
         assert got.body == case.body
-        assert end_to_end(got.headers) == case.fields
+        assert end_to_end(got.headers) == case.fields, (got.headers, case.sent)
+        assert_hop_by_hop_gone(case.sent, got.headers)
         assert end_to_end(got.trailers) == case.trailers
         return
     if not got.complete:
@@ -240,14 +207,18 @@ def check_relay(case: Case, got: Parsed) -> None:
     assert end_to_end(got.headers) == end_to_end(reference.headers)
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("pooled", [False, True], ids=["fresh", "pooled"])
-def test_fuzzed_upstream_responses(loop_kind: str, pooled: bool) -> None:
+def test_fuzzed_upstream_responses(loop_kind: str, pooled: bool, path: str) -> None:
     """Protection: the upstream parser's strictness and the relay's failure policy (an error
     before the response starts is a 502, after it an abort); no input crashes or wedges the
     proxy. Fails on a proxy that relays a cut body as complete or dies on odd bytes."""
     env = {"FASTPROXY_MAX_HEAD_BYTES": str(MAX_HEAD)}
-    upstream = FuzzUpstream(pooled)
-    with upstream, running_proxy(upstream.address, loop_kind, env=env) as proxy:
+    script = FuzzScript(pooled)
+    with (
+        ScriptedEmulator(script) as upstream,
+        running_proxy(upstream.address, loop_kind, env=env, path=path) as proxy,
+    ):
 
         @settings(
             max_examples=EXAMPLES,
@@ -256,12 +227,12 @@ def test_fuzzed_upstream_responses(loop_kind: str, pooled: bool) -> None:
         )
         @given(case=st.one_of(valid_response(), hostile_response()))
         def run(case: Case) -> None:
-            with upstream.lock:
-                upstream.case = case
+            with script.lock:
+                script.case = case
             got = exchange(proxy.port, case.method)
             assert proxy.proc is not None and proxy.proc.poll() is None, "the proxy died"
             check_relay(case, got)
-            upstream.wait_closed()
+            script.wait_closed(upstream)
             after = exchange(proxy.port, "GET")
             assert after.complete and after.status == 200 and after.body == WELL_FORMED
 

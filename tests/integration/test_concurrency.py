@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from helpers import Client, ProxyProcess, connect, tcp_peers_of
+from support.procfs import tcp_peers_of
+from support.proxy import ProxyProcess
+from support.wire import Client, connect
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread

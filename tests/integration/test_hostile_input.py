@@ -6,9 +6,11 @@ import json
 import socket
 
 import pytest
-from helpers import Client, ProxyProcess, connect, read_until_close, status_of
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.proxy import ProxyProcess
+from support.replies import status_of
+from support.wire import Client, connect, read_until_close
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import json
 
-from helpers import Client, ProxyProcess, connect, read_until_close, status_of
+from support.proxy import ProxyProcess
+from support.replies import status_of
+from support.wire import Client, connect, read_until_close
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread

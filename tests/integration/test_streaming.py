@@ -10,7 +10,9 @@ import sys
 import textwrap
 
 import pytest
-from helpers import Client, ProxyProcess, rss_kib
+from support.procfs import rss_kib
+from support.proxy import ProxyProcess
+from support.wire import Client
 
 from fastproxy import runtime_api as api
 from fastproxy.emulator import EmulatorThread

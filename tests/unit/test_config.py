@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import REPO
+from support.proxy import REPO
 
 from fastproxy.config import Address, ConfigError, is_loopback, parse_address, resolve
 
