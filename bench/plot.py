@@ -34,6 +34,7 @@ def write_plots(results: dict[str, Any], raw: dict[str, Any], directory: Path) -
         sizes = list(latency)
         fig, axes = plt.subplots(1, len(sizes), figsize=(4.2 * len(sizes), 3.8), squeeze=False)
         for ax, size in zip(axes[0], sizes, strict=True):
+            ax.set_xscale("log")  # before the limits: a linear left limit of 0 hides the lines
             right = 0.0
             for i, (name, samples) in enumerate(latency[size].items()):
                 ordered = sorted(s / 1000 for s in samples)
@@ -46,7 +47,6 @@ def write_plots(results: dict[str, Any], raw: dict[str, Any], directory: Path) -
                 ax.set_xlim(right=right * 1.1)  # the top 1 % is in the tables
             ax.set_title(f"{size} event + {size} response")
             ax.set_xlabel("invocation time, µs")
-            ax.set_xscale("log")
             ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(ticker.NullFormatter())
             ax.grid(True, which="both", alpha=0.3)
