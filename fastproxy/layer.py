@@ -102,9 +102,10 @@ class Sources:
 # the repository's top-level extensions/fastproxy and wrapper-script.sh are symlinks to these.
 LAYER_FILES: Final = "layer_files"
 
-# Left out of the layer's copy of the package: what only runs on a laptop or a build machine.
+# Left out of the layer's copy of the package: what only runs on a laptop, a build machine or
+# a CI runner (the sandbox, the demo, the layer build, `fastproxy bench` and its measurements).
 # Chosen by exclusion, so a new proxy module is shipped without editing this list.
-PACKAGE_EXCLUDED: Final = ("emulator", "demo.py", LAYER_FILES)
+PACKAGE_EXCLUDED: Final = ("emulator", "demo.py", "funcbench", "measure", LAYER_FILES)
 PACKAGE_EXCLUDED_PREFIXES: Final = ("layer.", "layer_")
 
 
