@@ -20,7 +20,6 @@ import shutil
 import stat
 import subprocess
 import tarfile
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Final
 
 from fastproxy import layer_debian
 from fastproxy.layer import default_cache_dir
+from fastproxy.layer_local import unzip_like_lambda
 
 HERE = Path(__file__).resolve().parent
 NODE_VERSION: Final = "22.23.5"
@@ -99,19 +99,6 @@ def node_binary(arch: str, cache: Path) -> Path:
     return out
 
 
-def unzip_layer(zip_path: Path, dest: Path) -> None:
-    """Extract with the modes stored in the zip, as Lambda does."""
-    with zipfile.ZipFile(zip_path) as archive:
-        for info in archive.infolist():
-            target = dest / info.filename
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(info))
-            target.chmod((info.external_attr >> 16) & 0o777)
-
-
 def _shim(path: Path, command: str) -> None:
     path.write_text(f"#!/bin/sh\n{command}\n")
     path.chmod(0o755)
@@ -155,7 +142,7 @@ def chroot_layer(arch: str, zip_path: Path, work: Path) -> Iterator[ChrootLayer]
     for name, minor in (("null", 3), ("zero", 5), ("urandom", 9)):
         os.mknod(root / "dev" / name, stat.S_IFCHR | 0o666, os.makedev(1, minor))
     (root / "opt").mkdir()
-    unzip_layer(zip_path, layer)
+    unzip_like_lambda(zip_path, layer)
     ext = work / "ext"
     ext.mkdir()
     chroot = shutil.which("chroot")  # /usr/sbin: not on the function's PATH

@@ -22,13 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fastproxy import layer
+from fastproxy.layer_local import unzip_like_lambda
 
 REPO = Path(__file__).resolve().parents[2]
 WAIT_S = 30.0
@@ -56,19 +56,6 @@ def layer_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert result.returncode == 0, result.stderr
     return output / layer.layer_file_name(layer.Target(arch, python))
-
-
-def unzip_like_lambda(zip_path: Path, opt: Path) -> None:
-    """Extract with the modes stored in the zip (``zipfile.extractall`` drops them)."""
-    with zipfile.ZipFile(zip_path) as archive:
-        for info in archive.infolist():
-            target = opt / info.filename
-            if info.is_dir():
-                target.mkdir(parents=True, exist_ok=True)
-                continue
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(archive.read(info))
-            target.chmod((info.external_attr >> 16) & 0o777)
 
 
 def free_port() -> int:
