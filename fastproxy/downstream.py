@@ -123,6 +123,13 @@ class DownstreamProtocol(asyncio.Protocol):
             self.general = GeneralPath(self)
             self.general.data_received(data)
 
+    def _next_request(self, data: bytes) -> None:
+        """Bytes held back while the exchange before them ran."""
+        self.start(data)
+        if self.eof and self.buf and self.exchange is None and self.general is None:
+            # The runtime half-closed after part of a head: no more bytes will complete it.
+            self.answer_error(400, errors.BAD_REQUEST, "the request head was cut short")
+
     def begin_exchange(self, data: bytes, head: framing.RequestHead) -> int:
         exchange = Exchange(self, head)
         self.exchange = exchange
@@ -156,13 +163,13 @@ class DownstreamProtocol(asyncio.Protocol):
             flow.resume(PIPELINED)
         if self.buf:
             data, self.buf = self.buf, b""
-            self.start(data)
+            self._next_request(data)
 
     def general_over(self, leftover: bytes) -> None:
         """h11 is idle again: the relay reads what follows."""
         self.general = None
         if leftover:
-            self.start(leftover)
+            self._next_request(leftover)
         elif self.eof:
             self.close()
 

@@ -400,3 +400,18 @@ def test_a_stream_hook_gets_chunk_data_from_the_scanner(loop: asyncio.AbstractEv
     )
     up.data_received(ACCEPTED)
     assert server.pool.idle_count == 1
+
+
+def test_a_held_partial_head_after_a_half_close_gets_400_and_a_close(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    server = make_server(loop)
+    up, _ = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(NODE_NEXT + b"GET /2018-06-01/runtime/invo")
+    assert down.eof_received()  # a complete request is still answered
+    up.data_received(EVENT)
+    assert down_wire.data.startswith(EVENT)
+    rest = down_wire.data[len(EVENT) :]
+    assert rest.startswith(b"HTTP/1.1 400 ") and b"cut short" in rest
+    assert down_wire.closing
