@@ -134,6 +134,13 @@ def cut_fields(
     return b"\r\n".join([start_line, *kept, b""]) + b"\r\n"
 
 
+def named_by_connection(tokens: set[bytes]) -> frozenset[bytes]:
+    """The fields that ``Connection`` tokens (lower-cased) make hop-by-hop, beyond the fixed
+    ones: never ``close``/``keep-alive`` (options, not fields), framing, ``Trailer`` or
+    ``Host``. The one rule for both paths."""
+    return frozenset(tokens) - _PLAIN_TOKENS - HOP_BY_HOP
+
+
 def cut_hop_by_hop(
     head: bytes, line_end: int, fields: bytes, low: bytes, names: list[bytes],
     also: frozenset[bytes] = frozenset(),
@@ -152,7 +159,7 @@ def cut_hop_by_hop(
         else:
             tokens = {token.strip(b" \t") for value in values for token in value.split(b",")}
             close = b"close" in tokens
-            extra = frozenset(tokens) - _PLAIN_TOKENS - HOP_BY_HOP
+            extra = named_by_connection(tokens)
     if extra or also:
         return cut_fields(head[:line_end], fields, names, HOP_BY_HOP | extra | also), close
     return _HOP_LINE.sub(b"", head), close

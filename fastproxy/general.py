@@ -104,7 +104,7 @@ class GeneralPath:
                 if name.lower() == b"connection"
                 for t in value.split(b",")
             }
-            drop = drop | (tokens - {b"trailer", b"host", b"content-length", b"transfer-encoding"})
+            drop = drop | framing.named_by_connection(tokens)
         # Fields in order and case as sent, framing fields included (h11 has checked them);
         # equal repeats of Content-Length, which h11 accepts, go on as one.
         lines = [request.method + b" " + target + b" HTTP/1.1"]
