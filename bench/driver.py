@@ -13,7 +13,7 @@ from typing import Any
 
 from bench import meta
 from bench.headline import headline
-from bench.plan import DEFAULT_HOOKS, FULL, QUICK, SCENARIOS, Run
+from bench.plan import ALL_HOOKS, DEFAULT_HOOKS, FULL, QUICK, SCENARIOS, Run
 from bench.report import render, targets_check
 from bench.targets import DIRECT, FASTPROXY, NGINX, RELAY, default_specs
 from bench.workers import WorkerPool
@@ -62,9 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--hooks",
         metavar="LIST",
-        default=",".join(DEFAULT_HOOKS),
-        help="FASTPROXY_HOOKS values for the hooks scenario, each NAME[+VAR=VALUE...] "
-        "(default %(default)s)",
+        default=",".join((*DEFAULT_HOOKS, ALL_HOOKS)),
+        help="FASTPROXY_HOOKS values for the hooks scenario, each NAME[&NAME...][+VAR=VALUE...] "
+        "('&' chains several hooks in one proxy; default %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument(

@@ -233,9 +233,10 @@ def _timed(
 
 
 def hook_spec(text: str) -> TargetSpec:
-    """``NAME[+VAR=VALUE...]``: fastproxy with ``FASTPROXY_HOOKS=NAME`` and extra settings."""
+    """``NAME[&NAME...][+VAR=VALUE...]``: fastproxy with ``FASTPROXY_HOOKS=NAME[,NAME...]``
+    (``&`` chains hooks: the list's own separator is the comma) and extra settings."""
     name, *settings = text.split("+")
-    env = {"FASTPROXY_HOOKS": name}
+    env = {"FASTPROXY_HOOKS": name.replace("&", ",")}
     for setting in settings:
         key, _, value = setting.partition("=")
         env[key] = value

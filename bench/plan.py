@@ -18,6 +18,9 @@ MIB: Final = 1024 * 1024
 SCENARIOS: Final = ("latency", "concurrency", "streaming", "coldstart", "hooks")
 # FASTPROXY_HOOKS values, each with the settings it needs as +VAR=VALUE.
 DEFAULT_HOOKS: Final = ("audit", "redact", "firewall+FASTPROXY_FIREWALL_REQUIRE_JSON=1", "trace")
+# All four built-in hooks in one chain (``&`` joins the names of one FASTPROXY_HOOKS value),
+# in the order the hooks guide recommends: reject first, audit last.
+ALL_HOOKS: Final = "firewall&redact&trace&audit+FASTPROXY_FIREWALL_REQUIRE_JSON=1"
 
 
 @dataclass(frozen=True)
