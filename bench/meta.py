@@ -69,7 +69,7 @@ def versions() -> dict[str, Any]:
     return {
         "fastproxy": fastproxy.__version__,
         "h11_build": BUILD,
-        "codec": os.environ.get("FASTPROXY_CODEC", "fast"),
+        "path": os.environ.get("FASTPROXY_PATH", "relay"),
         "h11": _version("h11"),
         "h11_mypyc": _version("h11-mypyc") or _version("h11_mypyc"),
         "uvloop": _version("uvloop"),

@@ -360,7 +360,7 @@ def targets_check(results: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def targets_table(results: dict[str, Any]) -> Table:
-    table = Table("Targets (issue 6), this run", ["target", "measured", "verdict"])
+    table = Table("Targets, this run", ["target", "measured", "verdict"])
     for c in results.get("targets_check") or targets_check(results):
         verdict = {True: "met", False: "MISSED", None: "n/a"}[c["ok"]]
         table.add(c["goal"], c["measured"], verdict)
@@ -383,7 +383,7 @@ def render(results: dict[str, Any], *, markdown: bool) -> str:
     head = (
         f"fastproxy benchmark ({results.get('settings', {}).get('mode')}) on {meta.get('cpu')}, "
         f"{meta.get('cpus')} CPUs, {meta.get('python')}, {versions.get('h11_build')}, "
-        f"codec {versions.get('codec')}, "
+        f"path {versions.get('path')}, "
         f"uvloop {versions.get('uvloop')}, nginx {versions.get('nginx') or 'not installed'}; "
         f"commit {str(git.get('commit'))[:12]}{' (dirty)' if git.get('fastproxy_dirty') else ''}"
     )

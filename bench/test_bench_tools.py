@@ -200,21 +200,19 @@ def test_register_arrivals_are_printed_by_the_emulator(emulator: Target) -> None
 
 def _gate_results(proxy_p50: float, proxy_cpu: float, audit_cpu: float) -> dict[str, Any]:
     """Gate input shaped like a run with both cores busy (figures seen on this machine; the
-    hooks as on the new data path, where fastproxy without hooks costs 150 µs)."""
-    return {
-        "latency": {
-            "1KiB": {
-                "paths": {
-                    "direct": {"p50_us": 352.0},
-                    "fastproxy": {
-                        "p50_us": proxy_p50,
-                        "added_p50_us": proxy_p50 - 352.0,
-                        "cpu_us_per_invocation": proxy_cpu,
-                    },
-                    "relay": {"p50_us": 382.0, "added_p50_us": 30.0, "cpu_us_per_invocation": 51.0},
-                }
-            }
+    hooks as on the new data path, where fastproxy without hooks costs 150 µs). Both head
+    shapes get the same figures."""
+    paths = {
+        "direct": {"p50_us": 352.0},
+        "fastproxy": {
+            "p50_us": proxy_p50,
+            "added_p50_us": proxy_p50 - 352.0,
+            "cpu_us_per_invocation": proxy_cpu,
         },
+        "relay": {"p50_us": 382.0, "added_p50_us": 30.0, "cpu_us_per_invocation": 51.0},
+    }
+    return {
+        "latency": {"1KiB": {"paths": paths, "paths_node": paths}},
         "hooks": {
             "hooks": ["audit"],
             "paths": {
@@ -246,6 +244,20 @@ def test_gate_refuses_to_judge_what_was_not_measured() -> None:
     del results["hooks"]["paths"]["fastproxy[audit]"]
     with pytest.raises(gate.GateError, match="audit"):
         gate.evaluate(results)
+    results = _gate_results(500.0, 132.0, 426.0)
+    del results["latency"]["1KiB"]["paths_node"]
+    with pytest.raises(gate.GateError, match="node heads"):
+        gate.evaluate(results)
+
+
+def test_gate_judges_the_node_heads_on_their_own() -> None:
+    results = _gate_results(500.0, 132.0, 426.0)
+    node = dict(results["latency"]["1KiB"]["paths"])
+    node["fastproxy"] = {"p50_us": 648.0, "added_p50_us": 296.0, "cpu_us_per_invocation": 264.0}
+    results["latency"]["1KiB"]["paths_node"] = node
+    failed = [c for c in gate.evaluate(results) if not c.ok]
+    assert {c.subject for c in failed} == {"fastproxy@node"}
+    assert {"added_vs_relay", "p50_vs_relay", "cpu_vs_relay"} <= {c.bound for c in failed}
 
 
 def test_gate_keeps_for_each_check_the_better_of_two_runs() -> None:
