@@ -72,8 +72,8 @@ class Bound:
 
 
 # Each limit: the worst ratio seen on this machine under a full two-core load, plus margin,
-# on this branch's data path and on main's new one (a trial merge); below what the
-# regression it guards against gives (README-performance.md, "The CI gate").
+# on the old data path and on the relay path that replaced it, with both head shapes; below
+# what the regression it guards against gives (README-performance.md, "The CI gate").
 BOUNDS: Final = {
     b.name: b
     for b in (
