@@ -59,7 +59,13 @@ def select(
     if not path.startswith(PREFIX) or method != b"POST":
         return None
     request_id, _, kind = path[len(PREFIX) :].rpartition(b"/")
-    if kind not in (b"response", b"error") or not request_id:
+    if kind not in (b"response", b"error") or not request_id or not chain.has_result_hooks:
+        return None
+    if kind == b"response" and not (
+        chain.has_response_hooks or chain.has_stream_hooks or chain.has_end_hooks
+    ):
+        # Only error hooks: a response is relayed as it is, and its context is done with.
+        exchange.server.contexts.pop(request_id.decode("latin-1"))
         return None
     context = exchange.server.contexts.get(request_id.decode("latin-1"))
     if kind == b"error":

@@ -83,6 +83,9 @@ class Contexts:
     def pop(self, request_id: str) -> None:
         self._by_id.pop(request_id, None)
 
+    def __len__(self) -> int:
+        return len(self._by_id)
+
 
 class Handler:
     """Base: follows the request body and relays it as it is; subclasses hold or change it."""

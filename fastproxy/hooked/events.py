@@ -49,7 +49,8 @@ class EventHandler(Handler):
                 if isinstance(result, Event):
                     context.event_delivered_ns = time.monotonic_ns()
                     context.proxy_ns += context.event_delivered_ns - received
-                    self.server.contexts.add(context)
+                    if self.chain.has_result_hooks:
+                        self.server.contexts.add(context)
                     if result.body is reply.body and result.headers == text:
                         ex.deliver(reply.parts)  # unchanged: as it came
                     else:

@@ -89,6 +89,7 @@ class BufferedResponseHandler(ResultHandler):
         try:
             reply = await call(self.server.pool, b"POST", parts)
         except UpstreamCallError as exc:
+            self.forget_context()
             ex.fail(502, exc.error_type, str(exc))
             return
         if self.chain.has_end_hooks:
@@ -97,8 +98,10 @@ class BufferedResponseHandler(ResultHandler):
         ex.deliver(reply.parts)
 
     def finished(self) -> None:
-        if not self.holding and self.chain.has_end_hooks and self.context is not None:
-            self.observe(self.chain.run_response_end(self.context, self.status, None))
+        if not self.holding:  # relayed as it came (too large for the hooks)
+            if self.chain.has_end_hooks and self.context is not None:
+                self.observe(self.chain.run_response_end(self.context, self.status, None))
+            self.forget_context()
 
 
 class StreamHandler(ResultHandler):

@@ -258,6 +258,12 @@ class HookChain:
         self.has_stream_hooks = bool(self._stream_hooks)
         self.has_end_hooks = bool(self._end_hooks)
         self.has_error_hooks = bool(self._error_hooks)
+        # Whether anything after the event needs the invocation's context (kept from the event
+        # to the result post only then: event hooks alone leave nothing behind).
+        self.has_result_hooks = (
+            self.has_response_hooks or self.has_stream_hooks or self.has_end_hooks
+            or self.has_error_hooks
+        )  # fmt: skip
 
     @property
     def names(self) -> list[str]:

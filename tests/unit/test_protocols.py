@@ -372,6 +372,38 @@ def test_an_event_a_hook_changed_is_reframed(loop: asyncio.AbstractEventLoop) ->
     )
 
 
+class SeeEventsAndErrors(SeeEvents):
+    def __init__(self) -> None:
+        super().__init__()
+        self.errors: list[object] = []
+
+    def on_error(self, report: object) -> None:
+        self.errors.append(report)
+
+
+@pytest.mark.parametrize("hook", [SeeEvents, SeeEventsAndErrors], ids=["event", "event+error"])
+def test_a_result_no_hook_looks_at_is_relayed_and_keeps_no_context(
+    loop: asyncio.AbstractEventLoop, hook: type[SeeEvents]
+) -> None:
+    """Event hooks alone (or with error hooks only): the result post takes no hook handler and
+    goes on as it came, and no invocation context outlives the invocation."""
+    server = make_server(loop, hooks=hook())
+    up, up_wire = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(NODE_NEXT)
+    one_iteration(loop)
+    up.data_received(EVENT)
+    finish_tasks(loop, server)
+    assert down_wire.written == [EVENT]
+    up_wire.written.clear()
+    down.data_received(PYTHON_POST)
+    assert down.exchange is not None and down.exchange.hook is None
+    assert up_wire.data == PYTHON_POST
+    up.data_received(ACCEPTED)
+    assert down_wire.written[-1] == ACCEPTED
+    assert len(server.contexts) == 0
+
+
 class Shout:
     def open_response_stream(self, context: InvocationContext, headers: object) -> Shout:
         return self
