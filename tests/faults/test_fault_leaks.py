@@ -50,6 +50,11 @@ PASSTHROUGH_HOOKS = textwrap.dedent(
 
         def on_response(self, response):
             return None
+
+
+    class ObserveEvents:
+        def on_event(self, event):
+            return None
     """
 )
 
@@ -110,11 +115,18 @@ def test_20k_sequential_invocations_leak_nothing(auto_emulator: int, loop_kind: 
     sequential_run(auto_emulator, loop_kind, 20_000)
 
 
-def test_20k_sequential_hooked_invocations_leak_nothing(auto_emulator: int, tmp_path: Path) -> None:
+@pytest.mark.parametrize("hook", ["Observe", "ObserveEvents"])
+def test_20k_sequential_hooked_invocations_leak_nothing(
+    auto_emulator: int, tmp_path: Path, hook: str
+) -> None:
     """Protection: the hook path forgets each invocation's context once its result is posted
-    (the event and the response both go through hooks here)."""
+    (``Observe``: the event and the response both go through hooks), or keeps none at all
+    (``ObserveEvents``: only events do)."""
     (tmp_path / "fault_observe_hooks.py").write_text(PASSTHROUGH_HOOKS)
-    env = {"FASTPROXY_HOOKS": "fault_observe_hooks:Observe", "FASTPROXY_HOOKS_PATH": str(tmp_path)}
+    env = {
+        "FASTPROXY_HOOKS": f"fault_observe_hooks:{hook}",
+        "FASTPROXY_HOOKS_PATH": str(tmp_path),
+    }
     sequential_run(auto_emulator, "auto", 20_000, env)
 
 
