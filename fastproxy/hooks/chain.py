@@ -33,9 +33,9 @@ import asyncio
 import functools
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal, cast
+from typing import Any, Final, Literal, TypeVar, cast
 
 from fastproxy.hooks.api import (
     ErrorReport,
@@ -101,6 +101,28 @@ class _Failed(Exception):
         self.error_type = error_type
         self.error_class = error_class
         self.detail = detail
+
+
+T = TypeVar("T")
+# A run of the chain: yields each hook call (the method and its arguments), is sent the call's
+# result or thrown its ``_Failed``, and returns the run's outcome.
+Steps = Generator[tuple[HookMethod, tuple[Any, ...]], Any, T]
+
+
+class Pending:
+    """A run that has to wait for a hook (async, blocking, or returning an awaitable): the
+    rest of it is the coroutine ``rest``, to be awaited (or run as a task)."""
+
+    __slots__ = ("rest",)
+
+    def __init__(self, rest: Coroutine[Any, Any, Any]) -> None:
+        self.rest = rest
+
+
+async def _settled(outcome: T | Pending) -> T:
+    if isinstance(outcome, Pending):
+        return cast(T, await outcome.rest)
+    return outcome
 
 
 def _describe(exc: BaseException) -> str:
@@ -269,79 +291,6 @@ class HookChain:
     def names(self) -> list[str]:
         return [hook.name for hook in self.hooks]
 
-    async def run_event(self, event: Event) -> Event | Reject | HookFailure:
-        """Run the event hooks in order; each sees the previous one's output."""
-        context = event.context
-        current = event
-        changed = False
-        for name, method in self._event_hooks:
-            assert method is not None
-            given = Event(context, list(current.headers), current.body)
-            try:
-                result = await self._call(method, given)
-                if result is None:
-                    continue
-                if isinstance(result, Reject):
-                    if not _valid_reject(result):
-                        raise _Failed(HOOK_FAILED, "TypeError", "returned a malformed Reject")
-                    return result
-                if not isinstance(result, Event):
-                    raise _Failed(
-                        HOOK_FAILED,
-                        "TypeError",
-                        f"on_event returned {type(result).__name__}, expected None, Event "
-                        "or Reject",
-                    )
-                headers = _valid_headers(result.headers)
-                body = _valid_body(result.body)
-                if headers is None or body is None:
-                    raise _Failed(HOOK_FAILED, "TypeError", "on_event returned a malformed Event")
-            except _Failed as failed:
-                failure = self._failed(name, "on_event", failed, context)
-                if failure is not None:
-                    return failure
-                continue
-            current = Event(context, headers, body)
-            changed = True
-        if changed:
-            _reframe(current.headers, len(current.body))
-        return current
-
-    async def run_response(self, response: Response) -> Response | HookFailure:
-        """Run the buffered-response hooks in order; each sees the previous one's output."""
-        context = response.context
-        current = response
-        changed = False
-        for name, method in self._response_hooks:
-            assert method is not None
-            given = Response(context, list(current.headers), current.body)
-            try:
-                result = await self._call(method, given)
-                if result is None:
-                    continue
-                if not isinstance(result, Response):
-                    raise _Failed(
-                        HOOK_FAILED,
-                        "TypeError",
-                        f"on_response returned {type(result).__name__}, expected None or Response",
-                    )
-                headers = _valid_headers(result.headers)
-                body = _valid_body(result.body)
-                if headers is None or body is None:
-                    raise _Failed(
-                        HOOK_FAILED, "TypeError", "on_response returned a malformed Response"
-                    )
-            except _Failed as failed:
-                failure = self._failed(name, "on_response", failed, context)
-                if failure is not None:
-                    return failure
-                continue
-            current = Response(context, headers, body)
-            changed = True
-        if changed:
-            _reframe(current.headers, len(current.body))
-        return current
-
     def open_stream(self, context: InvocationContext, headers: Headers) -> StreamPipeline | None:
         """A pipeline of the streams the stream hooks open for this response, or ``None``.
 
@@ -370,55 +319,212 @@ class HookChain:
             return None
         return StreamPipeline(self, context, stages)
 
+    # Each run is a generator of hook calls (see ``Steps``): driven on the spot while the
+    # hooks are plain functions, by a coroutine from the first one that must be awaited.
+
+    async def run_event(self, event: Event) -> Event | Reject | HookFailure:
+        """Run the event hooks in order; each sees the previous one's output."""
+        return await _settled(self.event_now(event))
+
+    def event_now(self, event: Event) -> Event | Reject | HookFailure | Pending:
+        """``run_event`` without a task when every event hook is a plain function."""
+        return self._now(self._event_steps(event))
+
+    async def run_response(self, response: Response) -> Response | HookFailure:
+        """Run the buffered-response hooks in order; each sees the previous one's output."""
+        return await _settled(self.response_now(response))
+
+    def response_now(self, response: Response) -> Response | HookFailure | Pending:
+        """``run_response`` without a task when every response hook is a plain function."""
+        return self._now(self._response_steps(response))
+
     async def run_response_end(
         self, context: InvocationContext, status: int, error_type: str | None
     ) -> None:
         """Tell the observers how the Runtime API answered; failures are only logged."""
-        for name, method in self._end_hooks:
-            assert method is not None
-            try:
-                await self._call(method, context, status, error_type)
-            except _Failed as failed:
-                self._log_failure(name, "on_response_end", failed, context, "logged")
+        await _settled(self.response_end_now(context, status, error_type))
+
+    def response_end_now(
+        self, context: InvocationContext, status: int, error_type: str | None
+    ) -> Pending | None:
+        """``run_response_end`` without a task when every end hook is a plain function."""
+        args = (context, status, error_type)
+        return self._now(self._observer_steps(self._end_hooks, "on_response_end", args, context))
 
     async def run_error(self, report: ErrorReport) -> None:
         """Show an error report to the error hooks; failures are only logged."""
-        for name, method in self._error_hooks:
+        steps = self._observer_steps(self._error_hooks, "on_error", (report,), report.context)
+        await _settled(self._now(steps))
+
+    def _event_steps(self, event: Event) -> Steps[Event | Reject | HookFailure]:
+        context = event.context
+        current = event
+        changed = False
+        for name, method in self._event_hooks:
+            assert method is not None
+            given = Event(context, list(current.headers), current.body)
+            try:
+                result = yield method, (given,)
+                if result is None:
+                    continue
+                if isinstance(result, Reject):
+                    if not _valid_reject(result):
+                        raise _Failed(HOOK_FAILED, "TypeError", "returned a malformed Reject")
+                    return result
+                if not isinstance(result, Event):
+                    raise _Failed(
+                        HOOK_FAILED,
+                        "TypeError",
+                        f"on_event returned {type(result).__name__}, expected None, Event "
+                        "or Reject",
+                    )
+                headers = _valid_headers(result.headers)
+                body = _valid_body(result.body)
+                if headers is None or body is None:
+                    raise _Failed(HOOK_FAILED, "TypeError", "on_event returned a malformed Event")
+            except _Failed as failed:
+                failure = self._failed(name, "on_event", failed, context)
+                if failure is not None:
+                    return failure
+                continue
+            current = Event(context, headers, body)
+            changed = True
+        if changed:
+            _reframe(current.headers, len(current.body))
+        return current
+
+    def _response_steps(self, response: Response) -> Steps[Response | HookFailure]:
+        context = response.context
+        current = response
+        changed = False
+        for name, method in self._response_hooks:
+            assert method is not None
+            given = Response(context, list(current.headers), current.body)
+            try:
+                result = yield method, (given,)
+                if result is None:
+                    continue
+                if not isinstance(result, Response):
+                    raise _Failed(
+                        HOOK_FAILED,
+                        "TypeError",
+                        f"on_response returned {type(result).__name__}, expected None or Response",
+                    )
+                headers = _valid_headers(result.headers)
+                body = _valid_body(result.body)
+                if headers is None or body is None:
+                    raise _Failed(
+                        HOOK_FAILED, "TypeError", "on_response returned a malformed Response"
+                    )
+            except _Failed as failed:
+                failure = self._failed(name, "on_response", failed, context)
+                if failure is not None:
+                    return failure
+                continue
+            current = Response(context, headers, body)
+            changed = True
+        if changed:
+            _reframe(current.headers, len(current.body))
+        return current
+
+    def _observer_steps(
+        self,
+        hooks: Sequence[tuple[str, HookMethod | None]],
+        method_name: str,
+        args: tuple[Any, ...],
+        context: InvocationContext | None,
+    ) -> Steps[None]:
+        for name, method in hooks:
             assert method is not None
             try:
-                await self._call(method, report)
+                yield method, args
             except _Failed as failed:
-                self._log_failure(name, "on_error", failed, report.context, "logged")
+                self._log_failure(name, method_name, failed, context, "logged")
+        return None
 
-    async def _call(self, method: HookMethod, *args: Any) -> Any:
+    def _now(self, steps: Steps[T]) -> T | Pending:
+        """Drive ``steps`` on the spot while each hook call is a plain function's; from the
+        first call that must be awaited (an async or blocking hook, or a plain one that
+        returned an awaitable), the rest runs in the coroutine returned in a ``Pending``."""
+        try:
+            call = next(steps)
+            while True:
+                method, args = call
+                if method.is_async or method.in_thread:
+                    return Pending(self._finish(steps, self._call(method, args)))
+                started = time.monotonic()
+                try:
+                    result = method.fn(*args)
+                except Exception as exc:
+                    call = steps.throw(self._failure(exc, started))
+                    continue
+                if inspect.isawaitable(result):
+                    return Pending(self._finish(steps, self._awaited(result, started)))
+                late = self._late(started)
+                call = steps.send(result) if late is None else steps.throw(late)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+    async def _finish(self, steps: Steps[T], first: Coroutine[Any, Any, Any]) -> T:
+        """The rest of a run that had to wait, starting with the call ``first`` awaits."""
+        awaiting = first
+        try:
+            while True:
+                try:
+                    result = await awaiting
+                except _Failed as failed:
+                    call = steps.throw(failed)
+                else:
+                    call = steps.send(result)
+                awaiting = self._call(*call)
+        except StopIteration as stop:
+            return cast(T, stop.value)
+
+    async def _call(self, method: HookMethod, args: tuple[Any, ...]) -> Any:
         """Call one hook method within the time budget; any failure becomes ``_Failed``."""
-        timeout = self.timeout_s
         started = time.monotonic()
         try:
             if method.in_thread:
                 loop = asyncio.get_running_loop()
                 future = loop.run_in_executor(None, functools.partial(method.fn, *args))
-                return await asyncio.wait_for(future, timeout)
+                return await asyncio.wait_for(future, self.timeout_s)
             result = method.fn(*args)
             if method.is_async or inspect.isawaitable(result):
-                return await asyncio.wait_for(result, timeout)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            # wait_for raises TimeoutError at the deadline; a hook may also raise it itself.
-            if time.monotonic() - started >= timeout * 0.99:
-                raise _Failed(
-                    HOOK_TIMEOUT, "TimeoutError", f"exceeded its {timeout * 1000:.0f} ms budget"
-                ) from None
-            raise _Failed(HOOK_FAILED, type(exc).__name__, _describe(exc)) from None
+                return await asyncio.wait_for(result, self.timeout_s)
         except Exception as exc:
-            raise _Failed(HOOK_FAILED, type(exc).__name__, _describe(exc)) from None
+            raise self._failure(exc, started) from None
+        late = self._late(started)
+        if late is not None:
+            raise late
+        return result
+
+    async def _awaited(self, awaitable: Any, started: float) -> Any:
+        """What a plain hook method's awaitable result comes to, within the time budget."""
+        try:
+            return await asyncio.wait_for(awaitable, self.timeout_s)
+        except Exception as exc:
+            raise self._failure(exc, started) from None
+
+    def _failure(self, exc: Exception, started: float) -> _Failed:
+        timeout = self.timeout_s
+        # wait_for raises TimeoutError at the deadline; a hook may also raise it itself.
+        if isinstance(exc, TimeoutError) and time.monotonic() - started >= timeout * 0.99:
+            return _Failed(
+                HOOK_TIMEOUT, "TimeoutError", f"exceeded its {timeout * 1000:.0f} ms budget"
+            )
+        return _Failed(HOOK_FAILED, type(exc).__name__, _describe(exc))
+
+    def _late(self, started: float) -> _Failed | None:
+        """A plain hook that returned after its budget: its result is ignored."""
+        timeout = self.timeout_s
         if time.monotonic() - started > timeout:
-            raise _Failed(
+            return _Failed(
                 HOOK_TIMEOUT,
                 "TimeoutError",
                 f"returned after its {timeout * 1000:.0f} ms budget (a sync hook on the event "
                 "loop; set blocking = True to run it in a thread)",
             )
-        return result
+        return None
 
     def _failed(
         self, hook: str, method: str, failed: _Failed, context: InvocationContext | None

@@ -23,6 +23,7 @@ from fastproxy.hooks import (
     Reject,
     Response,
 )
+from fastproxy.hooks.chain import Pending
 from fastproxy.hooks.loader import resolve_hook
 from fastproxy.logs import DEBUG, JsonLogger
 
@@ -503,3 +504,77 @@ def test_failing_close_follows_the_policy(policy: str) -> None:
             pipeline.close([])
     else:
         assert pipeline.close([]) == b""
+
+
+def test_plain_hooks_run_on_the_spot_and_the_rest_waits_from_the_first_async_one() -> None:
+    """``event_now`` finishes a chain of plain functions without a task or an await; from the
+    first hook that must be awaited, the rest of the run is a ``Pending`` coroutine, and the
+    hooks before it are not called again."""
+    calls: list[str] = []
+
+    class Plain:
+        def on_event(self, event: Event) -> Event:
+            calls.append("plain")
+            event.body += b"p"
+            return event
+
+    class Async:
+        async def on_event(self, event: Event) -> Event:
+            calls.append("async")
+            await asyncio.sleep(0)
+            event.body += b"a"
+            return event
+
+    class ReturnsAwaitable:
+        def on_event(self, event: Event) -> Coroutine[Any, Any, Event]:
+            calls.append("awaitable")
+
+            async def later() -> Event:
+                event.body += b"w"
+                return event
+
+            return later()
+
+    done = make_chain(Plain(), Plain()).event_now(event(b""))
+    assert isinstance(done, Event) and done.body == b"pp" and calls == ["plain", "plain"]
+
+    calls.clear()
+    pending = make_chain(Plain(), Async(), Plain()).event_now(event(b""))
+    assert isinstance(pending, Pending) and calls == ["plain"]
+    result = run(pending.rest)
+    assert isinstance(result, Event) and result.body == b"pap"
+    assert calls == ["plain", "async", "plain"]
+
+    calls.clear()
+    pending = make_chain(ReturnsAwaitable(), Plain()).event_now(event(b""))
+    assert isinstance(pending, Pending) and calls == ["awaitable"]
+    result = run(pending.rest)
+    assert isinstance(result, Event) and result.body == b"wp" and calls == ["awaitable", "plain"]
+
+
+def test_an_awaitable_from_a_plain_hook_keeps_the_time_budget() -> None:
+    class SlowAwaitable:
+        def on_event(self, event: Event) -> Coroutine[Any, Any, None]:
+            return asyncio.sleep(5)
+
+    chain = make_chain(SlowAwaitable(), policy="closed", timeout_s=0.05)
+    result = run(chain.run_event(event()))
+    assert isinstance(result, HookFailure) and result.error_type == HOOK_TIMEOUT
+
+
+def test_plain_observers_run_on_the_spot_and_their_failures_are_logged() -> None:
+    seen: list[int] = []
+
+    class Fails:
+        def on_response_end(self, context: InvocationContext, status: int, error: object) -> None:
+            raise ValueError("observer broke")
+
+    class Sees:
+        def on_response_end(self, context: InvocationContext, status: int, error: object) -> None:
+            seen.append(status)
+
+    chain = make_chain(Fails(), Sees())
+    assert chain.response_end_now(InvocationContext(request_id="r"), 202, None) is None
+    assert seen == [202]
+    (line,) = log_lines(chain)
+    assert line["hook"] == "hook0" and line["errorClass"] == "ValueError"
