@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Final, Protocol
 
 from fastproxy import chunks, errors, framing
@@ -53,8 +54,8 @@ class HookHandler(Protocol):
 
 class Exchange:
     __slots__ = (
-        "backlog", "close_after", "down", "hook", "long_poll", "over", "reader", "req_left",
-        "req_scanner", "request_done", "response_started", "server", "up",
+        "backlog", "close_after", "down", "held", "hook", "long_poll", "on_held", "over",
+        "reader", "req_left", "req_scanner", "request_done", "response_started", "server", "up",
     )  # fmt: skip
 
     def __init__(self, down: DownstreamProtocol, head: framing.RequestHead) -> None:
@@ -74,6 +75,8 @@ class Exchange:
         if head.close:
             self.reader.close = True
         self.hook: HookHandler | None = None
+        self.held: list[bytes] | None = None  # the response, while a hook holds it
+        self.on_held: Callable[[list[bytes]], None] | None = None
         self.over = False
 
     # -- the request (called by the downstream side) -----------------------------------
@@ -148,6 +151,13 @@ class Exchange:
         self.send([data] if end == len(data) else [data[:end]])
         return end
 
+    def hold_response(self, on_held: Callable[[list[bytes]], None]) -> None:
+        """Gather the response (its payload too, in ``reader``) instead of relaying it, and
+        hand it to ``on_held`` once whole; the upstream connection is released first."""
+        self.held = []
+        self.on_held = on_held
+        self.reader.collect = True
+
     def bad_body(self, exc: ValueError) -> None:
         # Never let a malformed body reach the Runtime API as if it were whole.
         self.fail(400, errors.BAD_REQUEST, f"malformed chunked body: {exc}")
@@ -213,8 +223,12 @@ class Exchange:
             )
             return
         if parts:
-            self.response_started = True
-            self.down.write(parts)
+            held = self.held
+            if held is None:
+                self.response_started = True
+                self.down.write(parts)
+            else:
+                held += parts
         if reader.done:
             self._response_complete()
 
@@ -230,7 +244,10 @@ class Exchange:
         except ValueError as exc:
             self._upstream_failed(str(exc), errors.UPSTREAM_CLOSED)
             return
-        self.down.write(parts)
+        if self.held is None:
+            self.down.write(parts)
+        else:
+            self.held += parts
         self._response_complete()
 
     def upstream_lost(self) -> None:
@@ -255,6 +272,11 @@ class Exchange:
             else:
                 # The body was cut short by an early answer, or the server said close.
                 up.close()
+        on_held = self.on_held
+        if on_held is not None:
+            held, self.held, self.on_held = self.held or [], None, None
+            on_held(held)
+            return
         self.finish()
 
     def _upstream_failed(self, reason: str, error_type: str) -> None:

@@ -8,7 +8,7 @@ import json
 import time
 
 from fastproxy import runtime_api as api
-from fastproxy.call import UpstreamCallError, call, request_bytes
+from fastproxy.call import Reply, UpstreamCallError, call, request_bytes
 from fastproxy.hooked.base import (
     PREFIX,
     Handler,
@@ -18,11 +18,17 @@ from fastproxy.hooked.base import (
     whole_response,
     wire_fields,
 )
-from fastproxy.hooks.api import Event, InvocationContext
+from fastproxy.hooks.api import Event, Headers, InvocationContext, Reject
+from fastproxy.hooks.chain import HookFailure, Pending
 
 
 class EventHandler(Handler):
-    """``GET /next``: fetch the event whole, run the event hooks, deliver or reject it."""
+    """``GET /next``: fetch the event whole, run the event hooks, deliver or reject it.
+
+    The event comes over the exchange's own upstream connection, gathered instead of relayed;
+    plain (non-async) hooks then run on the spot, so an invocation whose hooks are plain
+    functions costs no task. Only a refused event, or a hook that must be awaited, takes one.
+    """
 
     def on_head(self) -> None:
         pass  # nothing goes upstream until the request is complete
@@ -31,39 +37,64 @@ class EventHandler(Handler):
         pass
 
     def on_end(self, trailers: list[bytes]) -> None:
-        self.spawn(self._run())
+        self.ex.hold_response(self._arrived)
+        self.send([self.head_bytes])
 
-    async def _run(self) -> None:
-        ex = self.ex
-        pool = self.server.pool
+    def _arrived(self, parts: list[bytes]) -> None:
+        reader = self.ex.reader
+        assert reader.head is not None
+        body = b"".join(reader.payload)
+        self._handle(Reply(reader.head.status, reader.out_head, parts, body, reader.trailers))
+
+    def _handle(self, reply: Reply) -> None:
+        """An answer to ``/next``: an event for the hooks, or anything else as it came."""
+        received = time.monotonic_ns()
+        if reply.status != 200:
+            self.ex.deliver(reply.parts)
+            return
+        text = text_fields(reply.fields)
+        context = InvocationContext.from_next_headers(text, received)
+        outcome = self.chain.event_now(Event(context, text, reply.body))
+        if isinstance(outcome, Pending):
+            self.spawn(self._settle(outcome, reply, context, text))
+        else:
+            self._decide(outcome, reply, context, text)
+
+    async def _settle(
+        self, outcome: Pending, reply: Reply, context: InvocationContext, text: Headers
+    ) -> None:
+        self._decide(await outcome.rest, reply, context, text)
+
+    def _decide(
+        self, result: Event | Reject | HookFailure, reply: Reply, context: InvocationContext,
+        text: Headers,
+    ) -> None:  # fmt: skip
+        if not isinstance(result, Event):
+            # A Reject, or a HookFailure under the closed policy: same answer upstream.
+            self.spawn(self._refuse_and_fetch(context, result.error_type, result.message))
+            return
+        context.event_delivered_ns = time.monotonic_ns()
+        context.proxy_ns += context.event_delivered_ns - context.event_received_ns
+        if self.chain.has_result_hooks:
+            self.server.contexts.add(context)
+        if result.body is reply.body and result.headers == text:
+            self.ex.deliver(reply.parts)  # unchanged: as it came
+        else:
+            self.ex.deliver(
+                whole_response(reply.status_line, wire_fields(result.headers), result.body)
+            )
+
+    async def _refuse_and_fetch(
+        self, context: InvocationContext, error_type: str, message: str
+    ) -> None:
+        """Refuse the event upstream, then fetch the next one for the same long-poll."""
         try:
-            while True:
-                reply = await call(pool, b"GET", [self.head_bytes])
-                received = time.monotonic_ns()
-                if reply.status != 200:
-                    ex.deliver(reply.parts)
-                    return
-                text = text_fields(reply.fields)
-                context = InvocationContext.from_next_headers(text, received)
-                result = await self.chain.run_event(Event(context, text, reply.body))
-                if isinstance(result, Event):
-                    context.event_delivered_ns = time.monotonic_ns()
-                    context.proxy_ns += context.event_delivered_ns - received
-                    if self.chain.has_result_hooks:
-                        self.server.contexts.add(context)
-                    if result.body is reply.body and result.headers == text:
-                        ex.deliver(reply.parts)  # unchanged: as it came
-                    else:
-                        ex.deliver(
-                            whole_response(
-                                reply.status_line, wire_fields(result.headers), result.body
-                            )
-                        )
-                    return
-                # A Reject, or a HookFailure under the closed policy: same answer upstream.
-                await self._refuse(context, result.error_type, result.message)
+            await self._refuse(context, error_type, message)
+            reply = await call(self.server.pool, b"GET", [self.head_bytes])
         except UpstreamCallError as exc:
-            ex.fail(502, exc.error_type, str(exc))
+            self.ex.fail(502, exc.error_type, str(exc))
+            return
+        self._handle(reply)
 
     async def _refuse(self, context: InvocationContext, error_type: str, message: str) -> None:
         """Answer the Runtime API for an event the runtime will never see."""

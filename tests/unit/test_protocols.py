@@ -19,7 +19,7 @@ import pytest
 from fastproxy.config import resolve
 from fastproxy.downstream import DownstreamProtocol
 from fastproxy.general import GeneralPath
-from fastproxy.hooks.api import Event, InvocationContext
+from fastproxy.hooks.api import Event, InvocationContext, Reject
 from fastproxy.hooks.chain import HookChain
 from fastproxy.hooks.loader import resolve_hook
 from fastproxy.pool import Pool
@@ -348,10 +348,11 @@ def test_an_event_a_hook_leaves_alone_goes_on_as_it_came(loop: asyncio.AbstractE
     up, up_wire = pooled(server)
     down, down_wire = runtime(server)
     down.data_received(NODE_NEXT)
-    one_iteration(loop)  # the hook's task fetches the event itself
-    assert up_wire.data == NODE_NEXT_SENT
+    # A plain hook costs no task: the event comes over the exchange's own connection, and
+    # the hook runs as soon as it is whole.
+    assert up_wire.data == NODE_NEXT_SENT and not server.tasks
     up.data_received(EVENT)
-    finish_tasks(loop, server)
+    assert not server.tasks
     assert hook.seen == [b"{}"]
     assert down_wire.written == [EVENT]  # the original bytes, one write
     assert server.pool.idle_count == 1 and down.exchange is None
@@ -362,14 +363,66 @@ def test_an_event_a_hook_changed_is_reframed(loop: asyncio.AbstractEventLoop) ->
     up, _ = pooled(server)
     down, down_wire = runtime(server)
     down.data_received(NODE_NEXT)
-    one_iteration(loop)
     up.data_received(EVENT)
-    finish_tasks(loop, server)
+    assert not server.tasks
     assert down_wire.data == (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
         b"Lambda-Runtime-Aws-Request-Id: r1\r\nContent-Length: 17\r\n\r\n"
         b'{"changed": true}'
     )
+
+
+class SeeEventsLater:
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+
+    async def on_event(self, event: Event) -> None:
+        await asyncio.sleep(0)
+        self.seen.append(event.body)
+
+
+def test_an_async_event_hook_runs_in_a_task_of_its_own(loop: asyncio.AbstractEventLoop) -> None:
+    hook = SeeEventsLater()
+    server = make_server(loop, hooks=hook)
+    up, _ = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(NODE_NEXT)
+    up.data_received(EVENT)
+    assert len(server.tasks) == 1 and not down_wire.written  # held while the hook runs
+    finish_tasks(loop, server)
+    assert hook.seen == [b"{}"]
+    assert down_wire.written == [EVENT]
+
+
+class RefuseFirst:
+    def __init__(self) -> None:
+        self.count = 0
+
+    def on_event(self, event: Event) -> Reject | None:
+        self.count += 1
+        return Reject("Proxy.Refused", "not this one") if self.count == 1 else None
+
+
+def test_a_refused_event_is_answered_upstream_and_the_next_one_delivered(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    server = make_server(loop, hooks=RefuseFirst())
+    up, up_wire = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(NODE_NEXT)
+    up.data_received(EVENT)
+    assert not down_wire.written
+    one_iteration(loop)  # the refusal is the proxy's own call, on the pooled connection
+    assert up_wire.data.endswith(b'{"errorMessage": "not this one", "errorType": "Proxy.Refused"}')
+    assert b"POST /2018-06-01/runtime/invocation/r1/error HTTP/1.1\r\n" in up_wire.data
+    up_wire.written.clear()
+    up.data_received(ACCEPTED)
+    one_iteration(loop)
+    assert up_wire.data == NODE_NEXT_SENT  # the same long-poll asks again
+    second = EVENT.replace(b"r1", b"r2")
+    up.data_received(second)
+    finish_tasks(loop, server)
+    assert down_wire.written == [second]
 
 
 class SeeEventsAndErrors(SeeEvents):
