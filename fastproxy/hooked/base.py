@@ -185,6 +185,12 @@ class Handler:
         """Run an observer hook call in the background; it cannot hold up the exchange."""
         self.server.spawn(coro)
 
+    def observe_end(self, context: InvocationContext, status: int, error_type: str | None) -> None:
+        """Tell the end observers: plain ones on the spot, the rest in the background."""
+        outcome = self.chain.response_end_now(context, status, error_type)
+        if outcome is not None:
+            self.server.spawn(outcome.rest)
+
 
 class ResultHandler(Handler):
     """Base of the runtime's result posts: the invocation's context, from the event on."""

@@ -113,4 +113,4 @@ class EventHandler(Handler):
             context.request_id, error_type, reply.status,
         )  # fmt: skip
         if self.chain.has_end_hooks:
-            self.observe(self.chain.run_response_end(context, reply.status, error_type))
+            self.observe_end(context, reply.status, error_type)

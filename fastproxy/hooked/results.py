@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastproxy import chunks, framing
 from fastproxy import runtime_api as api
-from fastproxy.call import UpstreamCallError, call, request_bytes
+from fastproxy.call import request_bytes
 from fastproxy.hooked.base import (
     ERROR_TYPE_B,
     FRAMING,
@@ -22,7 +22,7 @@ from fastproxy.hooked.base import (
     wire_fields,
 )
 from fastproxy.hooks.api import ErrorReport, InvocationContext, Response
-from fastproxy.hooks.chain import HookFailure, StreamPipeline
+from fastproxy.hooks.chain import HookFailure, Pending, StreamPipeline
 
 if TYPE_CHECKING:
     from fastproxy.exchange import Exchange
@@ -41,6 +41,9 @@ class BufferedResponseHandler(ResultHandler):
         self.size = 0
         self.holding = True
         self.started = time.monotonic_ns()
+        self.text: list[tuple[str, str]] = []
+        self.body = b""
+        self.error_type: str | None = None  # of a hook failure posted as /error
 
     def on_head(self) -> None:
         self.raw.append(self.head_bytes)
@@ -60,48 +63,48 @@ class BufferedResponseHandler(ResultHandler):
             self.send(raw)
 
     def on_end(self, trailers: list[bytes]) -> None:
-        if self.holding:
-            self.spawn(self._run(b"".join(self.payload)))
+        if not self.holding:
+            return
+        assert self.context is not None
+        self.text = text_fields(self.fields)
+        self.body = b"".join(self.payload)
+        outcome = self.chain.response_now(Response(self.context, self.text, self.body))
+        if isinstance(outcome, Pending):
+            self.spawn(self._settle(outcome))
+        else:
+            self._post(outcome)
 
-    async def _run(self, body: bytes) -> None:
-        ex = self.ex
+    async def _settle(self, outcome: Pending) -> None:
+        self._post(await outcome.rest)
+
+    def _post(self, result: Response | HookFailure) -> None:
+        """Send the result on, over the exchange's own connection: the Runtime API's answer
+        is then relayed like any other."""
         context = self.context
         assert context is not None
-        text = text_fields(self.fields)
-        result = await self.chain.run_response(Response(context, text, body))
-        target = self.head.target
-        error_type = None
         if isinstance(result, HookFailure):
-            error_type = result.error_type
+            self.error_type = error_type = result.error_type
             body = json.dumps({"errorMessage": result.message, "errorType": error_type}).encode()
-            fields = [(k, v) for k, v in wire_fields(text) if k.lower() != b"content-type"]
+            fields = [(k, v) for k, v in wire_fields(self.text) if k.lower() != b"content-type"]
             fields += [
                 (b"Content-Type", b"application/json"),
                 (api.H_ERROR_TYPE.encode(), error_type.encode()),
             ]
             target = PREFIX + context.request_id.encode("latin-1") + b"/error"
             parts = request_bytes(b"POST", target, fields, body)
-        elif result.body is body and result.headers == text:
+        elif result.body is self.body and result.headers == self.text:
             parts = self.raw  # unchanged: as it came
         else:
-            parts = request_bytes(b"POST", target, wire_fields(result.headers), result.body)
+            parts = request_bytes(
+                b"POST", self.head.target, wire_fields(result.headers), result.body
+            )
         context.proxy_ns += time.monotonic_ns() - self.started
-        try:
-            reply = await call(self.server.pool, b"POST", parts)
-        except UpstreamCallError as exc:
-            self.forget_context()
-            ex.fail(502, exc.error_type, str(exc))
-            return
-        if self.chain.has_end_hooks:
-            self.observe(self.chain.run_response_end(context, reply.status, error_type))
-        self.forget_context()
-        ex.deliver(reply.parts)
+        self.send(parts)
 
     def finished(self) -> None:
-        if not self.holding:  # relayed as it came (too large for the hooks)
-            if self.chain.has_end_hooks and self.context is not None:
-                self.observe(self.chain.run_response_end(self.context, self.status, None))
-            self.forget_context()
+        if self.chain.has_end_hooks and self.context is not None:
+            self.observe_end(self.context, self.status, self.error_type)
+        self.forget_context()
 
 
 class StreamHandler(ResultHandler):
@@ -167,7 +170,7 @@ class StreamHandler(ResultHandler):
 
     def finished(self) -> None:
         if self.chain.has_end_hooks and self.context is not None:
-            self.observe(self.chain.run_response_end(self.context, self.status, self.error_type))
+            self.observe_end(self.context, self.status, self.error_type)
         self.forget_context()
 
 

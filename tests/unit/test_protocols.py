@@ -425,6 +425,36 @@ def test_a_refused_event_is_answered_upstream_and_the_next_one_delivered(
     assert down_wire.written == [second]
 
 
+class SeeResults:
+    def __init__(self) -> None:
+        self.bodies: list[bytes] = []
+        self.statuses: list[int] = []
+
+    def on_response(self, response: object) -> None:
+        self.bodies.append(response.body)  # type: ignore[attr-defined]
+
+    def on_response_end(self, context: InvocationContext, status: int, error: object) -> None:
+        self.statuses.append(status)
+
+
+def test_a_response_plain_hooks_leave_alone_is_posted_as_it_came_without_a_task(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    hook = SeeResults()
+    server = make_server(loop, hooks=hook)
+    up, up_wire = pooled(server)
+    down, down_wire = runtime(server)
+    down.data_received(PYTHON_POST[:-1])
+    assert not up_wire.written  # held until whole, for the hook
+    down.data_received(PYTHON_POST[-1:])
+    assert hook.bodies == [b"{}"] and not server.tasks
+    assert up_wire.data == PYTHON_POST  # unchanged: the original bytes
+    up.data_received(ACCEPTED)
+    assert down_wire.written == [ACCEPTED]  # the Runtime API's answer, relayed
+    assert hook.statuses == [202] and not server.tasks
+    assert server.pool.idle_count == 1 and len(server.contexts) == 0
+
+
 class SeeEventsAndErrors(SeeEvents):
     def __init__(self) -> None:
         super().__init__()
