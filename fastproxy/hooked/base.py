@@ -6,6 +6,7 @@ hooks; the helpers here turn them into the hook API's text form and back into wi
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Coroutine
@@ -98,7 +99,6 @@ class Handler:
         self.chain: HookChain = chain
         self.head = head
         self.head_bytes = head.head or data[: head.end]
-        self.fields = framing.parse_fields(self.head_bytes)
         self.scanner = (
             chunks.ChunkScanner(collect=True) if head.framing == framing.CHUNKED else None
         )
@@ -106,6 +106,11 @@ class Handler:
         self.done = head.framing == framing.NO_BODY
         self.first: list[bytes] | None = None  # the first write, gathered in begin()
         self.task: asyncio.Task[None] | None = None
+
+    @functools.cached_property
+    def fields(self) -> Fields:
+        """The request's fields, parsed when a hook (or the handler) first needs them."""
+        return framing.parse_fields(self.head_bytes)
 
     def begin(self, data: bytes, head: framing.RequestHead) -> int:
         self.first = []

@@ -109,6 +109,10 @@ T = TypeVar("T")
 Steps = Generator[tuple[HookMethod, tuple[Any, ...]], Any, T]
 
 
+# What plain hooks return, told from an awaitable without the ABC check.
+_HOOK_VALUES: Final = frozenset({Event, Response, Reject})
+
+
 class Pending:
     """A run that has to wait for a hook (async, blocking, or returning an awaitable): the
     rest of it is the coroutine ``rest``, to be awaited (or run as a task)."""
@@ -458,7 +462,11 @@ class HookChain:
                 except Exception as exc:
                     call = steps.throw(self._failure(exc, started))
                     continue
-                if inspect.isawaitable(result):
+                if (
+                    result is not None
+                    and type(result) not in _HOOK_VALUES
+                    and (inspect.isawaitable(result))
+                ):
                     return Pending(self._finish(steps, self._awaited(result, started)))
                 late = self._late(started)
                 call = steps.send(result) if late is None else steps.throw(late)
