@@ -1,9 +1,9 @@
 """The proxy's own requests to the Runtime API, over the pool, with the reply gathered whole.
 
-With hooks, the proxy sometimes speaks to the Runtime API itself: it fetches an event for the
-hooks to see before the runtime does, posts the error for an event a hook rejected, or posts a
-response the hooks have seen. Those messages are small (one event or one buffered response at
-most), so they are gathered; the pass-through path never comes here. The reply keeps both its
+With hooks, the proxy sometimes speaks to the Runtime API itself: when a hook rejected an
+event, it posts that event's error and fetches the next event for the runtime's long-poll.
+Those messages are small (one event at most), so they are gathered; neither the pass-through
+path nor an accepted event or response comes here (they use the exchange's own connection). The reply keeps both its
 bytes as they would be relayed and its payload, so an unchanged reply goes on as it came.
 """
 

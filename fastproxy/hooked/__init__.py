@@ -7,15 +7,20 @@ data and trailers) and build parsed views only for the hooks.
 
 Modes, by request:
 
-- ``GET /next`` with event hooks: the proxy fetches the event itself, whole, runs the hooks,
-  and hands the runtime the event: as it came when the hooks left it alone, re-framed when
-  they changed it. A rejected event (or, under the ``closed`` policy, one a hook failed on) is
-  answered upstream with ``/error``, and the proxy fetches the next event for the same
-  long-poll: the runtime never sees it.
+- ``GET /next`` with event hooks: the event comes over the exchange's own connection,
+  gathered whole instead of relayed; the hooks run, and the runtime gets the event: as it came
+  when the hooks left it alone, re-framed when they changed it. A rejected event (or, under
+  the ``closed`` policy, one a hook failed on) is answered upstream with ``/error``, and the
+  proxy fetches the next event for the same long-poll (``call.py``): the runtime never sees it.
 - buffered ``/response`` with response hooks: the body is gathered (up to the Runtime API's
   6,291,556-byte limit; past it the response is relayed untouched and the Runtime API answers
-  413), the hooks run, and the result is posted (as it came, when unchanged). A ``closed``
-  failure posts ``/error`` instead.
+  413), the hooks run, and the result goes on over the exchange's own connection (as it came,
+  when unchanged); the Runtime API's answer is relayed like any other. A ``closed`` failure
+  posts ``/error`` instead.
+
+Plain hook methods (neither ``async`` nor ``blocking``) run on the spot, in the callback that
+completed the message (``HookChain.event_now`` and friends): an invocation whose hooks are all
+plain costs no task. A hook that must be awaited takes one, from that hook on.
 - streamed ``/response`` with stream hooks: chunk data passes through the hooks' streams as it
   arrives, re-framed chunked, never buffered. A ``closed`` failure aborts the upstream request
   (the Runtime API sees a truncated stream, never a complete one) and answers the runtime 502.

@@ -1,6 +1,6 @@
-"""``GET /next`` with event hooks: the proxy fetches the event whole, runs the hooks, and
-delivers it (as it came when unchanged), or answers the Runtime API for a rejected event and
-fetches the next one for the same long-poll."""
+"""``GET /next`` with event hooks: the event is gathered whole on the exchange's own
+connection, the hooks run, and it is delivered (as it came when unchanged); or the Runtime API
+is answered for a rejected event and the next one fetched for the same long-poll."""
 
 from __future__ import annotations
 
