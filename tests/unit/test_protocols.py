@@ -358,12 +358,20 @@ def test_an_event_a_hook_leaves_alone_goes_on_as_it_came(loop: asyncio.AbstractE
     assert server.pool.idle_count == 1 and down.exchange is None
 
 
-def test_an_event_a_hook_changed_is_reframed(loop: asyncio.AbstractEventLoop) -> None:
-    server = make_server(loop, hooks=SeeEvents(change=True))
-    up, _ = pooled(server)
+def event_through(
+    loop: asyncio.AbstractEventLoop, hook: object
+) -> tuple[ProxyServer, UpstreamProtocol, FakeTransport, DownstreamProtocol, FakeTransport]:
+    """A runtime's ``GET /next`` with ``hook`` configured, answered with ``EVENT``."""
+    server = make_server(loop, hooks=hook)
+    up, up_wire = pooled(server)
     down, down_wire = runtime(server)
     down.data_received(NODE_NEXT)
     up.data_received(EVENT)
+    return server, up, up_wire, down, down_wire
+
+
+def test_an_event_a_hook_changed_is_reframed(loop: asyncio.AbstractEventLoop) -> None:
+    server, _, _, _, down_wire = event_through(loop, SeeEvents(change=True))
     assert not server.tasks
     assert down_wire.data == (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
@@ -383,11 +391,7 @@ class SeeEventsLater:
 
 def test_an_async_event_hook_runs_in_a_task_of_its_own(loop: asyncio.AbstractEventLoop) -> None:
     hook = SeeEventsLater()
-    server = make_server(loop, hooks=hook)
-    up, _ = pooled(server)
-    down, down_wire = runtime(server)
-    down.data_received(NODE_NEXT)
-    up.data_received(EVENT)
+    server, _, _, _, down_wire = event_through(loop, hook)
     assert len(server.tasks) == 1 and not down_wire.written  # held while the hook runs
     finish_tasks(loop, server)
     assert hook.seen == [b"{}"]
@@ -406,11 +410,7 @@ class RefuseFirst:
 def test_a_refused_event_is_answered_upstream_and_the_next_one_delivered(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    server = make_server(loop, hooks=RefuseFirst())
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
-    down.data_received(NODE_NEXT)
-    up.data_received(EVENT)
+    server, up, up_wire, _, down_wire = event_through(loop, RefuseFirst())
     assert not down_wire.written
     one_iteration(loop)  # the refusal is the proxy's own call, on the pooled connection
     assert up_wire.data.endswith(b'{"errorMessage": "not this one", "errorType": "Proxy.Refused"}')
@@ -470,14 +470,8 @@ def test_a_result_no_hook_looks_at_is_relayed_and_keeps_no_context(
 ) -> None:
     """Event hooks alone (or with error hooks only): the result post takes no hook handler and
     goes on as it came, and no invocation context outlives the invocation."""
-    server = make_server(loop, hooks=hook())
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
-    down.data_received(NODE_NEXT)
-    one_iteration(loop)
-    up.data_received(EVENT)
-    finish_tasks(loop, server)
-    assert down_wire.written == [EVENT]
+    server, up, up_wire, down, down_wire = event_through(loop, hook())
+    assert down_wire.written == [EVENT] and not server.tasks
     up_wire.written.clear()
     down.data_received(PYTHON_POST)
     assert down.exchange is not None and down.exchange.hook is None
