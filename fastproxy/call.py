@@ -3,8 +3,9 @@
 With hooks, the proxy sometimes speaks to the Runtime API itself: when a hook rejected an
 event, it posts that event's error and fetches the next event for the runtime's long-poll.
 Those messages are small (one event at most), so they are gathered; neither the pass-through
-path nor an accepted event or response comes here (they use the exchange's own connection). The reply keeps both its
-bytes as they would be relayed and its payload, so an unchanged reply goes on as it came.
+path nor an accepted event or response comes here (they use the exchange's own connection).
+The reply keeps both its bytes as they would be relayed and its payload, so an unchanged reply
+goes on as it came.
 """
 
 from __future__ import annotations
