@@ -132,12 +132,21 @@ def runtime(server: ProxyServer) -> tuple[DownstreamProtocol, FakeTransport]:
     return down, transport
 
 
+Connected = tuple[ProxyServer, UpstreamProtocol, FakeTransport, DownstreamProtocol, FakeTransport]
+
+
+def connected(loop: asyncio.AbstractEventLoop, hooks: object = None) -> Connected:
+    """A proxy with one idle pooled upstream connection and one runtime connection."""
+    server = make_server(loop, hooks=hooks)
+    up, up_wire = pooled(server)
+    down, down_wire = runtime(server)
+    return server, up, up_wire, down, down_wire
+
+
 def test_node_keep_alive_next_takes_the_relay_path_with_connection_cut(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    server = make_server(loop)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    server, up, up_wire, down, down_wire = connected(loop)
     down.data_received(NODE_NEXT)
     assert down.general is None and down.exchange is not None  # the relay path
     assert up_wire.data == NODE_NEXT_SENT and up_wire.writes == 1
@@ -151,9 +160,7 @@ def test_node_keep_alive_next_takes_the_relay_path_with_connection_cut(
 def test_node_streamed_response_with_trailers_takes_the_relay_path(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    server = make_server(loop)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    server, up, up_wire, down, down_wire = connected(loop)
     down.data_received(NODE_STREAM + b"5\r\nhello\r\n")
     assert down.general is None and down.exchange is not None
     assert down.exchange.req_scanner is not None  # the chunk scanner follows the body
@@ -171,9 +178,7 @@ def test_node_streamed_response_with_trailers_takes_the_relay_path(
 
 
 def test_python_client_post_is_relayed_as_it_came(loop: asyncio.AbstractEventLoop) -> None:
-    server = make_server(loop)
-    _up, up_wire = pooled(server)
-    down, _ = runtime(server)
+    _server, _up, up_wire, down, _down_wire = connected(loop)
     down.data_received(PYTHON_POST)
     assert up_wire.written == [PYTHON_POST]  # no copy, no rewrite: the same bytes object
     assert down.general is None
@@ -191,9 +196,7 @@ def test_python_client_post_is_relayed_as_it_came(loop: asyncio.AbstractEventLoo
 def test_what_the_relay_does_not_recognise_goes_to_h11(
     loop: asyncio.AbstractEventLoop, head: bytes
 ) -> None:
-    server = make_server(loop)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    _server, up, up_wire, down, down_wire = connected(loop)
     down.data_received(head)
     assert isinstance(down.general, GeneralPath)
     sent = up_wire.data
@@ -210,9 +213,7 @@ def test_what_the_relay_does_not_recognise_goes_to_h11(
 def test_pipelined_request_waits_for_the_exchange_then_takes_the_relay_path(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    server = make_server(loop)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    _server, up, up_wire, down, down_wire = connected(loop)
     down.data_received(NODE_NEXT + PYTHON_POST)
     assert up_wire.data == NODE_NEXT_SENT  # the second request is held back
     assert not down_wire.reading
@@ -226,9 +227,7 @@ def test_pipelined_request_waits_for_the_exchange_then_takes_the_relay_path(
 def test_hop_by_hop_response_fields_are_cut_and_the_server_close_respected(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    server = make_server(loop)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    server, up, up_wire, down, down_wire = connected(loop)
     down.data_received(NODE_NEXT)
     up.data_received(
         b"HTTP/1.1 200 OK\r\nConnection: close, X-Hop\r\nX-Hop: 1\r\nKeep-Alive: t=5\r\n"
@@ -240,9 +239,7 @@ def test_hop_by_hop_response_fields_are_cut_and_the_server_close_respected(
 
 
 def test_close_delimited_response_is_reframed_chunked(loop: asyncio.AbstractEventLoop) -> None:
-    server = make_server(loop)
-    up, _ = pooled(server)
-    down, down_wire = runtime(server)
+    _server, up, _up_wire, down, down_wire = connected(loop)
     down.data_received(NODE_NEXT)
     up.data_received(b"HTTP/1.1 200 OK\r\nX: y\r\n\r\nabc")
     up.eof_received()
@@ -253,9 +250,7 @@ def test_close_delimited_response_is_reframed_chunked(loop: asyncio.AbstractEven
 
 
 def test_runtime_gone_mid_body_aborts_upstream(loop: asyncio.AbstractEventLoop) -> None:
-    server = make_server(loop)
-    _up, up_wire = pooled(server)
-    down, _ = runtime(server)
+    _server, _up, up_wire, down, _down_wire = connected(loop)
     down.data_received(PYTHON_POST[:-1])
     down.connection_lost(None)
     assert up_wire.aborted  # the Runtime API sees a truncated request, never a complete one
@@ -344,9 +339,7 @@ class SeeEvents:
 
 def test_an_event_a_hook_leaves_alone_goes_on_as_it_came(loop: asyncio.AbstractEventLoop) -> None:
     hook = SeeEvents()
-    server = make_server(loop, hooks=hook)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    server, up, up_wire, down, down_wire = connected(loop, hooks=hook)
     down.data_received(NODE_NEXT)
     # A plain hook costs no task: the event comes over the exchange's own connection, and
     # the hook runs as soon as it is whole.
@@ -358,13 +351,9 @@ def test_an_event_a_hook_leaves_alone_goes_on_as_it_came(loop: asyncio.AbstractE
     assert server.pool.idle_count == 1 and down.exchange is None
 
 
-def event_through(
-    loop: asyncio.AbstractEventLoop, hook: object
-) -> tuple[ProxyServer, UpstreamProtocol, FakeTransport, DownstreamProtocol, FakeTransport]:
+def event_through(loop: asyncio.AbstractEventLoop, hook: object) -> Connected:
     """A runtime's ``GET /next`` with ``hook`` configured, answered with ``EVENT``."""
-    server = make_server(loop, hooks=hook)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    server, up, up_wire, down, down_wire = connected(loop, hooks=hook)
     down.data_received(NODE_NEXT)
     up.data_received(EVENT)
     return server, up, up_wire, down, down_wire
@@ -441,9 +430,7 @@ def test_a_response_plain_hooks_leave_alone_is_posted_as_it_came_without_a_task(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
     hook = SeeResults()
-    server = make_server(loop, hooks=hook)
-    up, up_wire = pooled(server)
-    down, down_wire = runtime(server)
+    server, up, up_wire, down, down_wire = connected(loop, hooks=hook)
     down.data_received(PYTHON_POST[:-1])
     assert not up_wire.written  # held until whole, for the hook
     down.data_received(PYTHON_POST[-1:])
@@ -493,9 +480,7 @@ class Shout:
 
 
 def test_a_stream_hook_gets_chunk_data_from_the_scanner(loop: asyncio.AbstractEventLoop) -> None:
-    server = make_server(loop, hooks=Shout())
-    up, up_wire = pooled(server)
-    down, _ = runtime(server)
+    server, up, up_wire, down, _down_wire = connected(loop, hooks=Shout())
     body = b"5;ext=1\r\nhello\r\n3\r\nabc\r\n0\r\nLambda-Runtime-Function-Error-Type: E\r\n\r\n"
     down.data_received(NODE_STREAM + body[:9])
     down.data_received(body[9:])
@@ -514,9 +499,7 @@ def test_a_stream_hook_gets_chunk_data_from_the_scanner(loop: asyncio.AbstractEv
 def test_a_held_partial_head_after_a_half_close_gets_400_and_a_close(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    server = make_server(loop)
-    up, _ = pooled(server)
-    down, down_wire = runtime(server)
+    _server, up, _up_wire, down, down_wire = connected(loop)
     down.data_received(NODE_NEXT + b"GET /2018-06-01/runtime/invo")
     assert down.eof_received()  # a complete request is still answered
     up.data_received(EVENT)
