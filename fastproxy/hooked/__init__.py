@@ -17,16 +17,16 @@ Modes, by request:
   413), the hooks run, and the result goes on over the exchange's own connection (as it came,
   when unchanged); the Runtime API's answer is relayed like any other. A ``closed`` failure
   posts ``/error`` instead.
-
-Plain hook methods (neither ``async`` nor ``blocking``) run on the spot, in the callback that
-completed the message (``HookChain.event_now`` and friends): an invocation whose hooks are all
-plain costs no task. A hook that must be awaited takes one, from that hook on.
 - streamed ``/response`` with stream hooks: chunk data passes through the hooks' streams as it
   arrives, re-framed chunked, never buffered. A ``closed`` failure aborts the upstream request
   (the Runtime API sees a truncated stream, never a complete one) and answers the runtime 502.
 - ``/error`` and ``/init/error`` with error hooks: relayed as they are while a copy of the body
   (bounded) is kept for the hooks, which run after the fact.
 - end observers (``on_response_end``) learn the Runtime API's status for every result post.
+
+Plain hook methods (neither ``async`` nor ``blocking``) run on the spot, in the callback that
+completed the message (``HookChain.event_now`` and friends): an invocation whose hooks are all
+plain costs no task. A hook that must be awaited takes one, from that hook on.
 """
 
 from __future__ import annotations

@@ -206,8 +206,14 @@ class ResultHandler(Handler):
     ) -> None:  # fmt: skip
         super().__init__(exchange, data, head)
         self.context = context
+        self.error_type: str | None = None  # what the end observers are told
         if context is not None:
             context.response_started_ns = time.monotonic_ns()
+
+    def finished(self) -> None:
+        if self.chain.has_end_hooks and self.context is not None:
+            self.observe_end(self.context, self.status, self.error_type)
+        self.forget_context()
 
     def forget_context(self) -> None:
         if self.context is not None:

@@ -21,7 +21,7 @@ from fastproxy.hooked.base import (
     text_fields,
     wire_fields,
 )
-from fastproxy.hooks.api import ErrorReport, InvocationContext, Response
+from fastproxy.hooks.api import ErrorReport, Headers, InvocationContext, Response
 from fastproxy.hooks.chain import HookFailure, Pending, StreamPipeline
 
 if TYPE_CHECKING:
@@ -41,9 +41,6 @@ class BufferedResponseHandler(ResultHandler):
         self.size = 0
         self.holding = True
         self.started = time.monotonic_ns()
-        self.text: list[tuple[str, str]] = []
-        self.body = b""
-        self.error_type: str | None = None  # of a hook failure posted as /error
 
     def on_head(self) -> None:
         self.raw.append(self.head_bytes)
@@ -66,33 +63,33 @@ class BufferedResponseHandler(ResultHandler):
         if not self.holding:
             return
         assert self.context is not None
-        self.text = text_fields(self.fields)
-        self.body = b"".join(self.payload)
-        outcome = self.chain.response_now(Response(self.context, self.text, self.body))
+        text = text_fields(self.fields)
+        body = b"".join(self.payload)
+        outcome = self.chain.response_now(Response(self.context, text, body))
         if isinstance(outcome, Pending):
-            self.spawn(self._settle(outcome))
+            self.spawn(self._settle(outcome, text, body))
         else:
-            self._post(outcome)
+            self._post(outcome, text, body)
 
-    async def _settle(self, outcome: Pending) -> None:
-        self._post(await outcome.rest)
+    async def _settle(self, outcome: Pending, text: Headers, body: bytes) -> None:
+        self._post(await outcome.rest, text, body)
 
-    def _post(self, result: Response | HookFailure) -> None:
+    def _post(self, result: Response | HookFailure, text: Headers, body: bytes) -> None:
         """Send the result on, over the exchange's own connection: the Runtime API's answer
-        is then relayed like any other."""
+        is then relayed like any other. ``text`` and ``body`` are what the hooks were shown."""
         context = self.context
         assert context is not None
         if isinstance(result, HookFailure):
             self.error_type = error_type = result.error_type
-            body = json.dumps({"errorMessage": result.message, "errorType": error_type}).encode()
-            fields = [(k, v) for k, v in wire_fields(self.text) if k.lower() != b"content-type"]
+            error = json.dumps({"errorMessage": result.message, "errorType": error_type}).encode()
+            fields = [(k, v) for k, v in wire_fields(text) if k.lower() != b"content-type"]
             fields += [
                 (b"Content-Type", b"application/json"),
                 (api.H_ERROR_TYPE.encode(), error_type.encode()),
             ]
             target = PREFIX + context.request_id.encode("latin-1") + b"/error"
-            parts = request_bytes(b"POST", target, fields, body)
-        elif result.body is self.body and result.headers == self.text:
+            parts = request_bytes(b"POST", target, fields, error)
+        elif result.body is body and result.headers == text:
             parts = self.raw  # unchanged: as it came
         else:
             parts = request_bytes(
@@ -100,11 +97,6 @@ class BufferedResponseHandler(ResultHandler):
             )
         context.proxy_ns += time.monotonic_ns() - self.started
         self.send(parts)
-
-    def finished(self) -> None:
-        if self.chain.has_end_hooks and self.context is not None:
-            self.observe_end(self.context, self.status, self.error_type)
-        self.forget_context()
 
 
 class StreamHandler(ResultHandler):
@@ -116,7 +108,6 @@ class StreamHandler(ResultHandler):
     ) -> None:  # fmt: skip
         super().__init__(exchange, data, head, context)
         self.pipeline: StreamPipeline | None = None
-        self.error_type: str | None = None
 
     def on_head(self) -> None:
         assert self.context is not None
@@ -167,11 +158,6 @@ class StreamHandler(ResultHandler):
         if tail:
             self.send(chunks.chunk(tail))
         self.send([chunks.last_chunk(trailers)])
-
-    def finished(self) -> None:
-        if self.chain.has_end_hooks and self.context is not None:
-            self.observe_end(self.context, self.status, self.error_type)
-        self.forget_context()
 
 
 class ErrorHandler(ResultHandler):
