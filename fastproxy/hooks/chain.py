@@ -113,6 +113,10 @@ Steps = Generator[tuple[HookMethod, tuple[Any, ...]], Any, T]
 _HOOK_VALUES: Final = frozenset({Event, Response, Reject})
 
 
+def _awaitable(result: object) -> bool:
+    return result is not None and type(result) not in _HOOK_VALUES and inspect.isawaitable(result)
+
+
 class Pending:
     """A run that has to wait for a hook (async, blocking, or returning an awaitable): the
     rest of it is the coroutine ``rest``, to be awaited (or run as a task)."""
@@ -462,11 +466,7 @@ class HookChain:
                 except Exception as exc:
                     call = steps.throw(self._failure(exc, started))
                     continue
-                if (
-                    result is not None
-                    and type(result) not in _HOOK_VALUES
-                    and (inspect.isawaitable(result))
-                ):
+                if _awaitable(result):
                     return Pending(self._finish(steps, self._awaited(result, started)))
                 late = self._late(started)
                 call = steps.send(result) if late is None else steps.throw(late)
@@ -494,20 +494,20 @@ class HookChain:
         try:
             if method.in_thread:
                 loop = asyncio.get_running_loop()
-                future = loop.run_in_executor(None, functools.partial(method.fn, *args))
-                return await asyncio.wait_for(future, self.timeout_s)
-            result = method.fn(*args)
-            if method.is_async or inspect.isawaitable(result):
-                return await asyncio.wait_for(result, self.timeout_s)
+                result = loop.run_in_executor(None, functools.partial(method.fn, *args))
+            else:
+                result = method.fn(*args)
         except Exception as exc:
             raise self._failure(exc, started) from None
+        if method.in_thread or method.is_async or _awaitable(result):
+            return await self._awaited(result, started)
         late = self._late(started)
         if late is not None:
             raise late
         return result
 
     async def _awaited(self, awaitable: Any, started: float) -> Any:
-        """What a plain hook method's awaitable result comes to, within the time budget."""
+        """What a hook call's awaitable comes to, within the time budget."""
         try:
             return await asyncio.wait_for(awaitable, self.timeout_s)
         except Exception as exc:
